@@ -1,0 +1,109 @@
+package domain
+
+import (
+	"slices"
+	"time"
+)
+
+// Batch is stock of one SKU that arrives at ETA; a zero ETA means it is already
+// in the warehouse.
+type Batch struct {
+	ref       string
+	sku       string
+	purchased int
+	eta       time.Time
+	// lines in allocation order, so deallocation is deterministic: the most
+	// recent allocation gives way first.
+	lines     []OrderLine
+	allocated int
+}
+
+// NewBatch creates a batch with nothing allocated yet. qty may be zero (a batch
+// announced before its size is known) but never negative.
+func NewBatch(ref, sku string, qty int, eta time.Time) (*Batch, error) {
+	if err := validateReference("ref", ref); err != nil {
+		return nil, err
+	}
+	if err := validateReference("sku", sku); err != nil {
+		return nil, err
+	}
+	if err := validateQuantity("qty", qty, 0); err != nil {
+		return nil, err
+	}
+	return &Batch{ref: ref, sku: sku, purchased: qty, eta: dateOf(eta)}, nil
+}
+
+// RestoreBatch rebuilds a batch from storage with the lines already allocated to
+// it, oldest first. It trusts its input: storage only holds what the model made.
+func RestoreBatch(ref, sku string, purchased int, eta time.Time, lines []OrderLine) *Batch {
+	b := &Batch{ref: ref, sku: sku, purchased: purchased, eta: dateOf(eta), lines: lines}
+	for _, l := range lines {
+		b.allocated += l.Qty
+	}
+	return b
+}
+
+func (b *Batch) Ref() string          { return b.ref }
+func (b *Batch) SKU() string          { return b.sku }
+func (b *Batch) ETA() time.Time       { return b.eta }
+func (b *Batch) PurchasedQty() int    { return b.purchased }
+func (b *Batch) AllocatedQty() int    { return b.allocated }
+func (b *Batch) AvailableQty() int    { return b.purchased - b.allocated }
+func (b *Batch) Lines() []OrderLine   { return slices.Clone(b.lines) }
+func (b *Batch) InStock() bool        { return b.eta.IsZero() }
+func (b *Batch) Has(l OrderLine) bool { return slices.Contains(b.lines, l) }
+
+// SameAs reports whether other describes this batch: same ref, SKU, purchased
+// quantity and ETA. Creating a batch that already exists this way is a no-op.
+func (b *Batch) SameAs(other *Batch) bool {
+	return b.ref == other.ref && b.sku == other.sku && b.purchased == other.purchased && b.eta.Equal(other.eta)
+}
+
+// CanAllocate reports whether the whole line fits into this batch.
+func (b *Batch) CanAllocate(l OrderLine) bool {
+	return b.sku == l.SKU && b.AvailableQty() >= l.Qty
+}
+
+// Allocate adds the line if it fits and is not there yet.
+func (b *Batch) Allocate(l OrderLine) {
+	if b.CanAllocate(l) && !b.Has(l) {
+		b.lines = append(b.lines, l)
+		b.allocated += l.Qty
+	}
+}
+
+// Deallocate removes the line if it is allocated here.
+func (b *Batch) Deallocate(l OrderLine) {
+	if i := slices.Index(b.lines, l); i >= 0 {
+		b.lines = slices.Delete(b.lines, i, i+1)
+		b.allocated -= l.Qty
+	}
+}
+
+// deallocateOne removes the most recently allocated line.
+func (b *Batch) deallocateOne() OrderLine {
+	l := b.lines[len(b.lines)-1]
+	b.lines = b.lines[:len(b.lines)-1]
+	b.allocated -= l.Qty
+	return l
+}
+
+// arrivesBefore orders batches for allocation: warehouse stock first, then by ETA.
+func (b *Batch) arrivesBefore(other *Batch) bool {
+	switch {
+	case b.InStock():
+		return !other.InStock()
+	case other.InStock():
+		return false
+	}
+	return b.eta.Before(other.eta)
+}
+
+// dateOf drops the time of day: an ETA is a date.
+func dateOf(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	y, m, d := t.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}

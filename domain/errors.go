@@ -1,0 +1,59 @@
+// Package domain holds the allocation model: products, their batches of stock,
+// the order lines allocated to them, and the commands and events about them.
+// It is plain Go: no storage, no transport, no clock.
+package domain
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Limits of what the model accepts; the schema stores no more than this.
+const (
+	MaxReferenceLength = 255
+	MaxQuantity        = 1_000_000_000
+)
+
+var (
+	// ErrInvalidSKU: a line names a SKU the service holds no stock for.
+	ErrInvalidSKU = errors.New("invalid sku")
+	// ErrUnknownBatch: a batch reference that no product holds.
+	ErrUnknownBatch = errors.New("unknown batch")
+	// ErrBatchExists: a batch reference already stands for other values.
+	ErrBatchExists = errors.New("batch already exists with other values")
+	// ErrInvalid is wrapped by every ValidationError.
+	ErrInvalid = errors.New("invalid value")
+)
+
+// InvalidSKUError names the SKU that was not found. Its message is the one the
+// book's API returns: "Invalid sku X".
+type InvalidSKUError struct{ SKU string }
+
+func (e *InvalidSKUError) Error() string { return "Invalid sku " + e.SKU }
+func (e *InvalidSKUError) Unwrap() error { return ErrInvalidSKU }
+
+// ValidationError says which field holds a value the model refuses, and why.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string { return fmt.Sprintf("%s %s", e.Field, e.Reason) }
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+func validateReference(field, value string) error {
+	switch {
+	case value == "":
+		return &ValidationError{Field: field, Reason: "must not be empty"}
+	case len(value) > MaxReferenceLength:
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be at most %d bytes", MaxReferenceLength)}
+	}
+	return nil
+}
+
+func validateQuantity(field string, qty, min int) error {
+	if qty < min || qty > MaxQuantity {
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be between %d and %d", min, MaxQuantity)}
+	}
+	return nil
+}

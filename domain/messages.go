@@ -1,0 +1,76 @@
+package domain
+
+import "time"
+
+// Message is anything the message bus carries. Name is stable: it is used in
+// logs, in the event log and on the wire.
+type Message interface {
+	Name() string
+}
+
+// Command asks the service to do one thing; it has exactly one handler.
+type Command interface {
+	Message
+	isCommand()
+}
+
+// Event says that something happened; it has any number of handlers.
+type Event interface {
+	Message
+	isEvent()
+}
+
+// CreateBatch adds a batch of stock. A zero ETA means it is in the warehouse.
+type CreateBatch struct {
+	Ref string
+	SKU string
+	Qty int
+	ETA time.Time
+}
+
+// Allocate asks for an order line to be allocated to a batch.
+type Allocate struct {
+	OrderID string
+	SKU     string
+	Qty     int
+}
+
+// ChangeBatchQuantity corrects the purchased quantity of a batch.
+type ChangeBatchQuantity struct {
+	Ref string
+	Qty int
+}
+
+func (CreateBatch) Name() string         { return "create_batch" }
+func (Allocate) Name() string            { return "allocate" }
+func (ChangeBatchQuantity) Name() string { return "change_batch_quantity" }
+func (CreateBatch) isCommand()           {}
+func (Allocate) isCommand()              {}
+func (ChangeBatchQuantity) isCommand()   {}
+
+// Allocated: a line was allocated to a batch.
+type Allocated struct {
+	OrderID  string
+	SKU      string
+	Qty      int
+	BatchRef string
+}
+
+// Deallocated: a line lost its batch and needs allocating again.
+type Deallocated struct {
+	OrderID string
+	SKU     string
+	Qty     int
+}
+
+// OutOfStock: no batch could take a line of this SKU.
+type OutOfStock struct {
+	SKU string
+}
+
+func (Allocated) Name() string   { return "allocated" }
+func (Deallocated) Name() string { return "deallocated" }
+func (OutOfStock) Name() string  { return "out_of_stock" }
+func (Allocated) isEvent()       {}
+func (Deallocated) isEvent()     {}
+func (OutOfStock) isEvent()      {}
