@@ -1,0 +1,43 @@
+# One command to run the service, one to test it. Both make sure PostgreSQL and
+# Redis are up first (scripts/services.sh starts them, installing on Debian).
+
+GO        ?= go
+BIN       := bin/allocation
+PKGS      := ./...
+TESTFLAGS ?= -race -count=1
+
+.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean
+
+run: services build ## start PostgreSQL and Redis, build, and serve on HTTP_ADDR (default :8080)
+	./$(BIN) serve
+
+build:
+	$(GO) build -o $(BIN) ./cmd/allocation
+
+services: ## make sure PostgreSQL and Redis are running
+	@bash scripts/services.sh
+
+test: services lint ## everything: static checks, unit, integration and e2e, with the race detector
+	$(GO) test $(TESTFLAGS) ./tests/unit/... ./domain/... ./servicelayer/... ./adapters/... ./entrypoints/... ./bootstrap/... ./cmd/...
+	$(GO) test $(TESTFLAGS) -p 1 ./tests/integration/...
+	$(GO) test $(TESTFLAGS) -p 1 ./tests/e2e/...
+
+test-unit:
+	$(GO) test $(TESTFLAGS) ./tests/unit/...
+
+test-integration: services
+	$(GO) test $(TESTFLAGS) ./tests/integration/...
+
+test-e2e: services
+	$(GO) test $(TESTFLAGS) ./tests/e2e/...
+
+lint: ## gofmt and go vet must be clean
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
