@@ -1,0 +1,141 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"allocation/tests/testenv"
+)
+
+type lineAllocated struct {
+	OrderID    string `json:"orderid"`
+	SKU        string `json:"sku"`
+	Qty        int    `json:"qty"`
+	BatchRef   string `json:"batchref"`
+	MessageID  string `json:"message_id"`
+	OccurredAt string `json:"occurred_at"`
+}
+
+func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	orderID, sku := testenv.RandomName("order-"), testenv.RandomName("sku-")
+	earlier, later := testenv.RandomName("old-"), testenv.RandomName("newer-")
+	s.addBatch(earlier, sku, 10, "2011-01-01")
+	s.addBatch(later, sku, 10, "2011-01-02")
+	if status, body := s.post("/allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 10}); status != http.StatusAccepted {
+		t.Fatalf("allocate: %d %v", status, body)
+	}
+	if _, rows := s.allocations(orderID); len(rows) != 1 || rows[0].BatchRef != earlier {
+		t.Fatalf("before the change: %v, want %s", rows, earlier)
+	}
+
+	messages := s.subscribe("line_allocated")
+	s.publish("change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5})
+
+	var got lineAllocated
+	testenv.Eventually(t, 10*time.Second, func() error {
+		select {
+		case m := <-messages:
+			if err := json.Unmarshal([]byte(m.Payload), &got); err != nil {
+				return fmt.Errorf("line_allocated body %q: %w", m.Payload, err)
+			}
+		default:
+		}
+		if got.OrderID != orderID || got.BatchRef != later {
+			return fmt.Errorf("last line_allocated seen: %+v", got)
+		}
+		return nil
+	})
+	if got.SKU != sku || got.Qty != 10 || got.MessageID == "" {
+		t.Fatalf("line_allocated fields: %+v", got)
+	}
+	if _, err := time.Parse(time.RFC3339, got.OccurredAt); err != nil {
+		t.Fatalf("occurred_at %q is not RFC 3339: %v", got.OccurredAt, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if _, rows := s.allocations(orderID); len(rows) != 1 || rows[0].BatchRef != later {
+			return fmt.Errorf("view after reallocation: %v, want %s", rows, later)
+		}
+		return nil
+	})
+}
+
+func TestAllocateChannelAllocatesAndAnnounces(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	orderID, sku, ref := testenv.RandomName("order-"), testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 10, nil)
+	messages := s.subscribe("line_allocated")
+
+	s.publish("allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 4, "message_id": "d3b5e4a8-0000-4000-8000-000000000001"})
+
+	select {
+	case m := <-messages:
+		var got lineAllocated
+		if err := json.Unmarshal([]byte(m.Payload), &got); err != nil || got.OrderID != orderID || got.BatchRef != ref {
+			t.Fatalf("line_allocated: %q (%v)", m.Payload, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no line_allocated within 10s of the allocate message")
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if status, rows := s.allocations(orderID); status != http.StatusOK || len(rows) != 1 || rows[0].BatchRef != ref {
+			return fmt.Errorf("view: %d %v", status, rows)
+		}
+		return nil
+	})
+}
+
+// Poison messages are set aside with a reason and the consumer goes on.
+func TestPoisonMessagesAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	sku, ref := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 10, nil)
+	poison := []struct {
+		channel string
+		body    []byte
+	}{
+		{"allocate", []byte(`not json`)},
+		{"allocate", []byte(`{"orderid": "o", "sku": "` + sku + `", "qty": "many"}`)},
+		{"allocate", []byte(`{"orderid": "o", "sku": "no-such-sku", "qty": 1}`)},
+		{"change_batch_quantity", []byte(`{"batchref": "` + ref + `"}`)},
+		{"change_batch_quantity", []byte(`{"batchref": "no-such-batch", "qty": 3}`)},
+		{"change_batch_quantity", []byte(`{"batchref": "` + ref + `", "qty": -3}`)},
+	}
+	for _, p := range poison {
+		s.publish(p.channel, p.body)
+	}
+	orderID := testenv.RandomName("order-")
+	s.publish("allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 1})
+
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if status, rows := s.allocations(orderID); status != http.StatusOK || len(rows) != 1 {
+			return fmt.Errorf("good message after poison not handled: %d %v", status, rows)
+		}
+		return nil
+	})
+	letters, err := s.redis.LRange(context.Background(), s.prefix+"dead_letter", 0, -1).Result()
+	if err != nil {
+		t.Fatalf("read dead letters: %v", err)
+	}
+	if len(letters) != len(poison) {
+		t.Fatalf("%d dead letters, want %d: %v", len(letters), len(poison), letters)
+	}
+	for _, l := range letters {
+		var letter struct{ Channel, Payload, Reason string }
+		if err := json.Unmarshal([]byte(l), &letter); err != nil || letter.Reason == "" || letter.Channel == "" {
+			t.Errorf("dead letter without channel or reason: %s", l)
+		}
+	}
+	// Nothing of a poison message was applied: the batch still has 10 - 1.
+	status, body := s.post("/allocate", map[string]any{"orderid": testenv.RandomName("o-"), "sku": sku, "qty": 9})
+	if status != http.StatusAccepted || body["batchref"] != ref {
+		t.Fatalf("stock after poison: %d %v, want the remaining 9 allocatable", status, body)
+	}
+}

@@ -1,0 +1,259 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"allocation/tests/testenv"
+)
+
+// binary is the service built once for the whole package by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "allocation-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: temp dir:", err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "allocation")
+	build := exec.Command("go", "build", "-race", "-o", binary, "allocation/cmd/allocation")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the service:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// service is one `allocation serve` process with its own database and prefix.
+type service struct {
+	t      *testing.T
+	url    string
+	prefix string
+	redis  *goredis.Client
+	cmd    *exec.Cmd
+	exited chan error
+	logs   *syncBuffer
+}
+
+// startService runs the built binary on a free port against a fresh database
+// and a random Redis prefix, and waits until it is ready and subscribed.
+func startService(t *testing.T) *service {
+	t.Helper()
+	s := &service{
+		t:      t,
+		prefix: testenv.Prefix(),
+		redis:  testenv.Redis(t),
+		exited: make(chan error, 1),
+		logs:   &syncBuffer{},
+	}
+	addr := freeAddr(t)
+	s.url = "http://" + addr
+	s.cmd = exec.Command(binary, "serve")
+	s.cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+testenv.FreshDatabase(t),
+		"REDIS_URL="+testenv.RedisURL(),
+		"HTTP_ADDR="+addr,
+		"REDIS_PREFIX="+s.prefix,
+		"SMTP_ADDR=",
+		"LOG_LEVEL=debug",
+	)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", binary, err)
+	}
+	go func() { s.exited <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("service log:\n%s", s.logs.String())
+		}
+	})
+
+	testenv.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-s.exited:
+			s.exited <- err
+			t.Fatalf("service exited during start-up (%v):\n%s", err, s.logs.String())
+		default:
+		}
+		resp, err := http.Get(s.url + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answered %d", resp.StatusCode)
+		}
+		return nil
+	})
+	// Pub/sub drops what is published before the consumer subscribes.
+	for _, ch := range []string{"change_batch_quantity", "allocate"} {
+		s.waitForSubscriber(ch)
+	}
+	return s
+}
+
+func (s *service) waitForSubscriber(channel string) {
+	s.t.Helper()
+	name := s.prefix + channel
+	testenv.Eventually(s.t, 10*time.Second, func() error {
+		n, err := s.redis.PubSubNumSub(context.Background(), name).Result()
+		if err != nil {
+			return err
+		}
+		if n[name] < 1 {
+			return fmt.Errorf("nobody subscribed to %s yet", name)
+		}
+		return nil
+	})
+}
+
+// stop sends SIGTERM and waits for a graceful exit; it returns the exit error.
+func (s *service) stop() error {
+	if s.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		return err
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		err := <-s.exited
+		s.exited <- err
+		s.t.Errorf("service did not stop within 20s of SIGTERM")
+		return err
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// post sends body as JSON and returns the status and the decoded answer.
+func (s *service) post(path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	raw, err := json.Marshal(body)
+	if err != nil {
+		s.t.Fatalf("marshal: %v", err)
+	}
+	return s.postRaw(path, "application/json", raw)
+}
+
+func (s *service) postRaw(path, contentType string, raw []byte) (int, map[string]any) {
+	s.t.Helper()
+	resp, err := http.Post(s.url+path, contentType, bytes.NewReader(raw))
+	if err != nil {
+		s.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &out); err != nil {
+			s.t.Fatalf("POST %s answered %d with non-JSON %q", path, resp.StatusCode, data)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+func (s *service) addBatch(ref, sku string, qty int, eta any) {
+	s.t.Helper()
+	status, body := s.post("/add_batch", map[string]any{"ref": ref, "sku": sku, "qty": qty, "eta": eta})
+	if status != http.StatusCreated {
+		s.t.Fatalf("add_batch %s: %d %v", ref, status, body)
+	}
+}
+
+type allocation struct {
+	SKU      string `json:"sku"`
+	BatchRef string `json:"batchref"`
+}
+
+// allocations returns the status of GET /allocations/{orderid} and its rows.
+func (s *service) allocations(orderID string) (int, []allocation) {
+	s.t.Helper()
+	resp, err := http.Get(s.url + "/allocations/" + orderID)
+	if err != nil {
+		s.t.Fatalf("GET allocations: %v", err)
+	}
+	defer resp.Body.Close()
+	var rows []allocation
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&rows); err != nil {
+			s.t.Fatalf("decode allocations: %v", err)
+		}
+	}
+	return resp.StatusCode, rows
+}
+
+// publish sends a JSON body on a prefixed channel.
+func (s *service) publish(channel string, body any) {
+	s.t.Helper()
+	raw, ok := body.([]byte)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			s.t.Fatalf("marshal: %v", err)
+		}
+	}
+	if err := s.redis.Publish(context.Background(), s.prefix+channel, raw).Err(); err != nil {
+		s.t.Fatalf("publish on %s: %v", channel, err)
+	}
+}
+
+// subscribe listens on a prefixed channel; the subscription is confirmed
+// before it returns, so nothing published afterwards is missed.
+func (s *service) subscribe(channel string) <-chan *goredis.Message {
+	s.t.Helper()
+	ps := s.redis.Subscribe(context.Background(), s.prefix+channel)
+	if _, err := ps.Receive(context.Background()); err != nil {
+		s.t.Fatalf("subscribe to %s: %v", channel, err)
+	}
+	s.t.Cleanup(func() { _ = ps.Close() })
+	return ps.Channel(goredis.WithChannelSize(10_000))
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
