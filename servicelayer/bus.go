@@ -96,7 +96,7 @@ func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
 	}
 	res, events, err := h(ctx, cmd)
 	if err != nil {
-		return Result{}, fmt.Errorf("handling %s: %w", cmd.Name(), err)
+		return Result{}, err
 	}
 	// The queue lives in this call only: concurrent commands never share it.
 	queue := seal(events, b.now())

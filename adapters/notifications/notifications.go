@@ -1,0 +1,104 @@
+// Package notifications tells people about things that need them, such as a
+// product running out of stock: by email when a mail server is configured,
+// in the log otherwise.
+package notifications
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/smtp"
+	"strings"
+	"time"
+)
+
+// DefaultFrom is the sender of the service's mail.
+const DefaultFrom = "allocations@example.com"
+
+// sendTimeout bounds one mail when the caller's context has no deadline, so a
+// mail server that stops answering cannot stall the bus.
+const sendTimeout = 10 * time.Second
+
+// SMTP sends notifications as mail through a server that needs no auth.
+type SMTP struct {
+	addr string
+	from string
+}
+
+// NewSMTP sends through addr (host:port) as from (DefaultFrom when empty).
+func NewSMTP(addr, from string) *SMTP {
+	if from == "" {
+		from = DefaultFrom
+	}
+	return &SMTP{addr: addr, from: from}
+}
+
+// Send mails message to destination.
+func (s *SMTP) Send(ctx context.Context, destination, message string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+	}
+	if err := s.send(ctx, destination, message); err != nil {
+		return fmt.Errorf("mail %s via %s: %w", destination, s.addr, err)
+	}
+	return nil
+}
+
+func (s *SMTP) send(ctx context.Context, to, message string) error {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	host, _, _ := net.SplitHostPort(s.addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(s.from); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(mail(s.from, to, message)); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+func mail(from, to, body string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: %s\r\n", from)
+	fmt.Fprintf(&b, "To: %s\r\n", to)
+	fmt.Fprintf(&b, "Subject: allocation service notification\r\n")
+	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().UTC().Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Content-Type: text/plain; charset=utf-8\r\n\r\n")
+	b.WriteString(strings.ReplaceAll(body, "\n", "\r\n"))
+	b.WriteString("\r\n")
+	return []byte(b.String())
+}
+
+// Log writes notifications to the service log, for when no mail server is set.
+type Log struct{ log *slog.Logger }
+
+func NewLog(log *slog.Logger) *Log { return &Log{log: log} }
+
+func (l *Log) Send(ctx context.Context, destination, message string) error {
+	l.log.InfoContext(ctx, "notification", "to", destination, "message", message)
+	return nil
+}

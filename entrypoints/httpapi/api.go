@@ -1,0 +1,93 @@
+// Package httpapi is the service's HTTP API (Echo): it turns requests into
+// commands for the bus and answers queries from the read model.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"allocation/domain"
+	"allocation/servicelayer"
+)
+
+// Bus handles commands.
+type Bus interface {
+	Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error)
+}
+
+// Views answers queries from the read model.
+type Views interface {
+	Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error)
+}
+
+// Check is a dependency /readyz pings.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Config is what the API needs.
+type Config struct {
+	Bus    Bus
+	Views  Views
+	Checks []Check
+	Log    *slog.Logger
+	// BodyLimit caps request bodies ("64K" when empty); larger ones get 413.
+	BodyLimit string
+}
+
+// New returns the API's handler.
+func New(cfg Config) *echo.Echo {
+	if cfg.BodyLimit == "" {
+		cfg.BodyLimit = "64K"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	e.Use(middleware.RequestID())
+	e.Use(accessLog(cfg.Log))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	e.Use(middleware.BodyLimit(cfg.BodyLimit))
+
+	h := handlers{bus: cfg.Bus, views: cfg.Views, checks: cfg.Checks}
+	e.POST("/add_batch", h.addBatch)
+	e.POST("/allocate", h.allocate)
+	e.GET("/allocations/:orderid", h.allocations)
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	return e
+}
+
+// accessLog writes one line per request.
+func accessLog(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				// Let the error handler write the answer now, so the status is known.
+				c.Error(err)
+			}
+			status := c.Response().Status
+			level := slog.LevelInfo
+			if status >= http.StatusInternalServerError {
+				level = slog.LevelError
+			}
+			log.Log(c.Request().Context(), level, "http request",
+				"method", c.Request().Method,
+				"path", c.Request().URL.Path,
+				"status", status,
+				"duration_ms", float64(time.Since(start).Microseconds())/1000,
+				"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+			return nil
+		}
+	}
+}
