@@ -34,7 +34,8 @@ func NewSMTP(addr, from string) *SMTP {
 	return &SMTP{addr: addr, from: from}
 }
 
-// Send mails message to destination.
+// Send mails message to destination. It gives up when ctx ends, or after
+// sendTimeout when ctx has no deadline.
 func (s *SMTP) Send(ctx context.Context, destination, message string) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -53,9 +54,13 @@ func (s *SMTP) send(ctx context.Context, to, message string) error {
 		return err
 	}
 	defer conn.Close()
+	// The conversation itself must end with ctx too: a server that accepts
+	// the connection and then says nothing would hang net/smtp.
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	host, _, _ := net.SplitHostPort(s.addr)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
@@ -88,6 +93,8 @@ func mail(from, to, body string) []byte {
 	fmt.Fprintf(&b, "Subject: allocation service notification\r\n")
 	fmt.Fprintf(&b, "Date: %s\r\n", time.Now().UTC().Format(time.RFC1123Z))
 	fmt.Fprintf(&b, "Content-Type: text/plain; charset=utf-8\r\n\r\n")
+	// SMTP lines end in CRLF whatever the message used.
+	body = strings.ReplaceAll(body, "\r\n", "\n")
 	b.WriteString(strings.ReplaceAll(body, "\n", "\r\n"))
 	b.WriteString("\r\n")
 	return []byte(b.String())
@@ -96,9 +103,15 @@ func mail(from, to, body string) []byte {
 // Log writes notifications to the service log, for when no mail server is set.
 type Log struct{ log *slog.Logger }
 
-func NewLog(log *slog.Logger) *Log { return &Log{log: log} }
+func NewLog(log *slog.Logger) *Log {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Log{log: log}
+}
 
+// Send logs one line with the destination and the message.
 func (l *Log) Send(ctx context.Context, destination, message string) error {
-	l.log.InfoContext(ctx, "notification", "to", destination, "message", message)
+	l.log.InfoContext(ctx, "notification", "destination", destination, "message", message)
 	return nil
 }

@@ -25,6 +25,7 @@ type Publisher struct {
 	prefix string
 }
 
+// NewPublisher publishes on prefix+channel; the prefix is used as is.
 func NewPublisher(c *goredis.Client, prefix string) *Publisher {
 	return &Publisher{client: c, prefix: prefix}
 }
@@ -39,7 +40,8 @@ type lineAllocatedBody struct {
 	OccurredAt string `json:"occurred_at"`
 }
 
-// Publish sends env on the channel of its event.
+// Publish sends env on the channel of its event, with its message_id and
+// occurred_at beside the event's fields. An event with no channel is an error.
 func (p *Publisher) Publish(ctx context.Context, env servicelayer.Envelope) error {
 	channel, body, err := encode(env)
 	if err != nil {

@@ -3,9 +3,12 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -13,55 +16,93 @@ import (
 )
 
 // DeadLetters is the list where messages that could not be applied are kept,
-// newest last; it is trimmed to the last maxDeadLetters.
+// newest last; it is trimmed to the last MaxDeadLetters so that a flood of
+// poison messages cannot fill Redis.
 const (
 	DeadLetters    = "dead_letter"
-	maxDeadLetters = 10_000
+	MaxDeadLetters = 10_000
 )
 
-// Subscriber receives messages on prefixed channels.
+// Reconnection backoff: quick at first (a blip), capped so that a long outage
+// costs one attempt every few seconds.
+const (
+	reconnectInitial = 100 * time.Millisecond
+	reconnectMax     = 5 * time.Second
+)
+
+// Subscriber receives messages on prefixed channels and keeps dead letters.
 type Subscriber struct {
 	client *goredis.Client
 	prefix string
 	log    *slog.Logger
+
+	readyOnce sync.Once
+	ready     chan struct{}
 }
 
+// NewSubscriber subscribes to prefix+channel; the prefix is used as is.
 func NewSubscriber(c *goredis.Client, prefix string, log *slog.Logger) *Subscriber {
-	return &Subscriber{client: c, prefix: prefix, log: log}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Subscriber{client: c, prefix: prefix, log: log, ready: make(chan struct{})}
 }
+
+// Ready is closed once Run has confirmed its first subscription to every
+// channel. Pub/sub drops what is published before that, so tests (and
+// anything else that publishes right after start-up) wait on it.
+func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 
 // Run calls handle for every message on channels, one at a time in arrival
-// order, with the channel name unprefixed. It re-subscribes with backoff when
-// the connection drops and returns nil once ctx ends.
+// order, with the channel name unprefixed. When the connection drops it
+// re-subscribes with exponential backoff, for as long as ctx lives; it returns
+// nil once ctx ends. Messages published while it is disconnected are lost:
+// that is pub/sub.
 func (s *Subscriber) Run(ctx context.Context, channels []string, handle func(ctx context.Context, channel string, payload []byte)) error {
-	names := make([]string, len(channels))
-	for i, c := range channels {
-		names[i] = s.prefix + c
+	if len(channels) == 0 {
+		return errors.New("redis subscriber: no channels to subscribe to")
 	}
+	names := make([]string, 0, len(channels))
+	for _, c := range channels {
+		names = append(names, s.prefix+c)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names) // the confirmation count must match
+
 	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 100 * time.Millisecond
-	bo.MaxInterval = 5 * time.Second
+	bo.InitialInterval = reconnectInitial
+	bo.MaxInterval = reconnectMax
 	bo.MaxElapsedTime = 0 // never give up while ctx lives
+	failures := 0         // in a row, since the last confirmed subscription
 	for {
-		err := s.listen(ctx, names, handle, bo.Reset)
+		err := s.listen(ctx, names, handle, func() {
+			bo.Reset()
+			failures = 0
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
+		failures++
 		wait := bo.NextBackOff()
-		s.log.WarnContext(ctx, "redis subscription lost, reconnecting", "error", err, "retry_in", wait)
+		s.log.WarnContext(ctx, "redis subscription lost, re-subscribing",
+			"channels", names, "failures", failures, "retry_in", wait, "error", err)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
 
-// listen holds one subscription until it fails or ctx ends.
+// listen holds one subscription until it fails or ctx ends. subscribed is
+// called once every channel is confirmed.
 func (s *Subscriber) listen(ctx context.Context, names []string, handle func(context.Context, string, []byte), subscribed func()) error {
 	ps := s.client.Subscribe(ctx, names...)
 	defer ps.Close()
-	// Receive does not return when ctx ends; closing the subscription does.
+	// A blocked Receive does not notice ctx ending; closing the subscription
+	// wakes it up.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
 	for {
@@ -71,36 +112,48 @@ func (s *Subscriber) listen(ctx context.Context, names []string, handle func(con
 		}
 		switch m := msg.(type) {
 		case *goredis.Subscription:
-			if m.Kind == "subscribe" {
-				s.log.InfoContext(ctx, "subscribed", "channel", m.Channel)
+			if m.Kind == "subscribe" && m.Count == len(names) {
+				s.log.InfoContext(ctx, "redis subscription active", "channels", names)
 				subscribed()
+				s.readyOnce.Do(func() { close(s.ready) })
 			}
 		case *goredis.Message:
 			handle(ctx, strings.TrimPrefix(m.Channel, s.prefix), []byte(m.Payload))
 		case *goredis.Pong:
 		default:
-			return fmt.Errorf("unexpected pubsub message %T", msg)
+			return fmt.Errorf("unexpected pub/sub reply %T", msg)
 		}
 	}
 }
 
-type deadLetter struct {
+// DeadLetterRecord is one message set aside, as stored in the dead-letter list.
+type DeadLetterRecord struct {
 	Channel string `json:"channel"`
+	// Payload is the message as received (bytes that are not UTF-8 become
+	// U+FFFD: JSON strings are text).
 	Payload string `json:"payload"`
 	Reason  string `json:"reason"`
-	At      string `json:"at"`
+	// At is when it was set aside, RFC 3339 UTC.
+	At string `json:"at"`
 }
 
-// DeadLetter keeps a message that could not be applied, with the reason.
+// DeadLetter keeps a message that could not be applied, with the reason, at
+// the end of the list prefix+DeadLetters.
 func (s *Subscriber) DeadLetter(ctx context.Context, channel string, payload []byte, reason string) error {
-	body, err := json.Marshal(deadLetter{Channel: channel, Payload: string(payload), Reason: reason, At: time.Now().UTC().Format(time.RFC3339Nano)})
+	body, err := json.Marshal(DeadLetterRecord{
+		Channel: channel,
+		Payload: string(payload),
+		Reason:  reason,
+		At:      time.Now().UTC().Format(time.RFC3339Nano),
+	})
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
 	key := s.prefix + DeadLetters
+	// Push and trim in one transaction: the list never exceeds its bound.
 	_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.RPush(ctx, key, body)
-		p.LTrim(ctx, key, -maxDeadLetters, -1)
+		p.LTrim(ctx, key, -MaxDeadLetters, -1)
 		return nil
 	})
 	if err != nil {

@@ -5,19 +5,30 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
+	"time"
 
 	"allocation/domain"
 	"allocation/servicelayer"
 )
+
+// HandleTimeout bounds the handling of one message, so that a stuck
+// dependency cannot stall the consumer forever.
+const HandleTimeout = 30 * time.Second
+
+// deadLetterTimeout bounds setting a message aside, even at shutdown.
+const deadLetterTimeout = 5 * time.Second
 
 // Bus handles commands.
 type Bus interface {
 	Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error)
 }
 
-// Source delivers messages and keeps the ones that could not be applied.
+// Source delivers messages, one at a time, and keeps the ones that could not
+// be applied. *redis.Subscriber is one.
 type Source interface {
 	Run(ctx context.Context, channels []string, handle func(ctx context.Context, channel string, payload []byte)) error
 	DeadLetter(ctx context.Context, channel string, payload []byte, reason string) error
@@ -30,39 +41,73 @@ type Consumer struct {
 	log    *slog.Logger
 }
 
+// New builds a consumer that feeds bus from source, logging to log.
 func New(bus Bus, source Source, log *slog.Logger) *Consumer {
+	if log == nil {
+		log = slog.Default()
+	}
 	return &Consumer{bus: bus, source: source, log: log}
 }
 
-// Run consumes until ctx ends.
+// Run consumes the change_batch_quantity and allocate channels until ctx
+// ends. A message in hand when ctx ends is still finished (within
+// HandleTimeout): a half-handled message would be lost.
 func (c *Consumer) Run(ctx context.Context) error {
 	return c.source.Run(ctx, []string{ChangeBatchQuantity, Allocate}, c.handle)
 }
 
 func (c *Consumer) handle(ctx context.Context, channel string, payload []byte) {
-	if err := c.apply(ctx, channel, payload); err != nil {
-		c.log.WarnContext(ctx, "message set aside", "channel", channel, "payload", string(payload), "reason", err.Error())
-		if dlErr := c.source.DeadLetter(ctx, channel, payload, err.Error()); dlErr != nil {
-			c.log.ErrorContext(ctx, "dead letter lost", "channel", channel, "payload", string(payload), "error", dlErr)
-		}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HandleTimeout)
+	defer cancel()
+	err := c.apply(hctx, channel, payload)
+	if err == nil {
+		return
+	}
+	level := slog.LevelError // the service failed, not the sender
+	if rejected(err) {
+		level = slog.LevelWarn
+	}
+	c.log.Log(ctx, level, "message set aside", "channel", channel, "payload", string(payload), "reason", err.Error())
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	defer cancel()
+	if dlErr := c.source.DeadLetter(dctx, channel, payload, err.Error()); dlErr != nil {
+		c.log.ErrorContext(ctx, "dead letter lost", "channel", channel, "payload", string(payload), "error", dlErr)
 	}
 }
 
-// apply decodes and handles one message; a panic becomes its error, so that
+// apply decodes and handles one message. A panic becomes its error, so that
 // one bad message cannot stop the consumer.
 func (c *Consumer) apply(ctx context.Context, channel string, payload []byte) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			c.log.ErrorContext(ctx, "panic while handling a message", "channel", channel, "panic", p, "stack", string(debug.Stack()))
 			err = fmt.Errorf("panic while handling: %v", p)
 		}
 	}()
 	cmd, err := Decode(channel, payload)
 	if err != nil {
-		return err
+		return &decodeError{err}
 	}
 	if _, err := c.bus.Handle(ctx, cmd); err != nil {
 		return err
 	}
 	c.log.DebugContext(ctx, "message handled", "channel", channel, "command", cmd.Name())
 	return nil
+}
+
+// decodeError marks a message that is not what its channel carries.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
+
+// rejected says whether err is the message's fault (malformed, or refused by
+// the domain) rather than the service's.
+func rejected(err error) bool {
+	var d *decodeError
+	return errors.As(err, &d) ||
+		errors.Is(err, domain.ErrInvalid) ||
+		errors.Is(err, domain.ErrInvalidSKU) ||
+		errors.Is(err, domain.ErrUnknownBatch) ||
+		errors.Is(err, domain.ErrBatchExists)
 }

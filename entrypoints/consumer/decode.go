@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"fmt"
 
 	"allocation/domain"
@@ -13,6 +14,8 @@ const (
 	Allocate            = "allocate"
 )
 
+// Bodies of the inbound messages. Pointers tell a missing field from a zero
+// one. message_id is accepted so that senders may stamp their messages.
 type changeBatchQuantityBody struct {
 	BatchRef  *string `json:"batchref"`
 	Qty       *int    `json:"qty"`
@@ -26,31 +29,78 @@ type allocateBody struct {
 	MessageID *string `json:"message_id"`
 }
 
-// Decode turns a message on channel into the command it asks for. Values are
-// checked by the domain when the command is handled; Decode checks shape.
+// Decode turns a message on channel into the command it asks for. It is
+// strict: one JSON object with exactly the known fields, of the right types,
+// none missing, no empty references and no quantity out of range. Its error
+// names the field at fault. Whether the batch or SKU exists is for the
+// handler to say.
 func Decode(channel string, payload []byte) (domain.Command, error) {
 	switch channel {
 	case ChangeBatchQuantity:
-		var b changeBatchQuantityBody
-		if err := wire.Decode(payload, &b); err != nil {
-			return nil, err
-		}
-		if err := wire.Required(wire.Has("batchref", b.BatchRef), wire.Has("qty", b.Qty)); err != nil {
-			return nil, err
-		}
-		if *b.BatchRef == "" {
-			return nil, &wire.FieldError{Field: "batchref", Reason: "must not be empty"}
-		}
-		return domain.ChangeBatchQuantity{Ref: *b.BatchRef, Qty: *b.Qty}, nil
+		return decodeChangeBatchQuantity(payload)
 	case Allocate:
-		var b allocateBody
-		if err := wire.Decode(payload, &b); err != nil {
-			return nil, err
-		}
-		if err := wire.Required(wire.Has("orderid", b.OrderID), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty)); err != nil {
-			return nil, err
-		}
-		return domain.Allocate{OrderID: *b.OrderID, SKU: *b.SKU, Qty: *b.Qty}, nil
+		return decodeAllocate(payload)
 	}
-	return nil, fmt.Errorf("no command is sent on channel %q", channel)
+	return nil, fmt.Errorf("channel %q carries no command", channel)
+}
+
+// decodeObject is wire.Decode refusing a JSON null too, which would
+// otherwise leave every field missing.
+func decodeObject(payload []byte, v any) error {
+	if string(bytes.TrimSpace(payload)) == "null" {
+		return &wire.FieldError{Field: "body", Reason: "must be a JSON object"}
+	}
+	return wire.Decode(payload, v)
+}
+
+func decodeChangeBatchQuantity(payload []byte) (domain.ChangeBatchQuantity, error) {
+	var b changeBatchQuantityBody
+	if err := decodeObject(payload, &b); err != nil {
+		return domain.ChangeBatchQuantity{}, err
+	}
+	if err := wire.Required(wire.Has("batchref", b.BatchRef), wire.Has("qty", b.Qty)); err != nil {
+		return domain.ChangeBatchQuantity{}, err
+	}
+	if err := firstError(reference("batchref", *b.BatchRef), quantity("qty", *b.Qty, 0)); err != nil {
+		return domain.ChangeBatchQuantity{}, err
+	}
+	return domain.ChangeBatchQuantity{Ref: *b.BatchRef, Qty: *b.Qty}, nil
+}
+
+func decodeAllocate(payload []byte) (domain.Allocate, error) {
+	var b allocateBody
+	if err := decodeObject(payload, &b); err != nil {
+		return domain.Allocate{}, err
+	}
+	if err := wire.Required(wire.Has("orderid", b.OrderID), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty)); err != nil {
+		return domain.Allocate{}, err
+	}
+	err := firstError(reference("orderid", *b.OrderID), reference("sku", *b.SKU), quantity("qty", *b.Qty, 1))
+	if err != nil {
+		return domain.Allocate{}, err
+	}
+	return domain.Allocate{OrderID: *b.OrderID, SKU: *b.SKU, Qty: *b.Qty}, nil
+}
+
+func reference(field, v string) error {
+	if v == "" || len(v) > domain.MaxReferenceLength {
+		return &wire.FieldError{Field: field, Reason: fmt.Sprintf("must be 1 to %d bytes", domain.MaxReferenceLength)}
+	}
+	return nil
+}
+
+func quantity(field string, v, minimum int) error {
+	if v < minimum || v > domain.MaxQuantity {
+		return &wire.FieldError{Field: field, Reason: fmt.Sprintf("must be an integer from %d to %d", minimum, domain.MaxQuantity)}
+	}
+	return nil
+}
+
+func firstError(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
