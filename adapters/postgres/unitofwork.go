@@ -27,8 +27,11 @@ type UnitOfWork struct {
 	retry func() backoff.BackOff
 }
 
-// NewUnitOfWork returns a unit of work on db.
+// NewUnitOfWork returns a unit of work on db; log may be nil.
 func NewUnitOfWork(db *sqlx.DB, log *slog.Logger) *UnitOfWork {
+	if log == nil {
+		log = slog.Default()
+	}
 	return &UnitOfWork{db: db, log: log, retry: func() backoff.BackOff {
 		bo := backoff.NewExponentialBackOff()
 		bo.InitialInterval = 5 * time.Millisecond
