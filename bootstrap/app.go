@@ -33,9 +33,11 @@ const (
 
 // App is the service, wired. Close releases its connections.
 type App struct {
-	Bus      *servicelayer.Bus
-	Handler  http.Handler
-	Consumer *consumer.Consumer
+	Bus        *servicelayer.Bus
+	Handler    http.Handler
+	Consumer   *consumer.Consumer
+	Dispatcher *servicelayer.Dispatcher
+	Events     *postgres.EventLog
 
 	cfg   Config
 	log   *slog.Logger
@@ -52,6 +54,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	rc, err := openRedis(cfg.RedisURL)
 	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	events, err := postgres.NewEventLog(db, cfg.DatabaseURL, log)
+	if err != nil {
+		rc.Close()
 		db.Close()
 		return nil, err
 	}
@@ -77,13 +85,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
 	return &App{
-		Bus:      bus,
-		Handler:  api,
-		Consumer: consumer.New(bus, sub, log),
-		cfg:      cfg,
-		log:      log,
-		db:       db,
-		redis:    rc,
+		Bus:        bus,
+		Handler:    api,
+		Consumer:   consumer.New(bus, sub, log),
+		Dispatcher: servicelayer.NewDispatcher(bus, events, log),
+		Events:     events,
+		cfg:        cfg,
+		log:        log,
+		db:         db,
+		redis:      rc,
 	}, nil
 }
 
@@ -99,8 +109,9 @@ func Migrate(ctx context.Context, cfg Config) error {
 
 // Parts says which parts of the service Run runs.
 type Parts struct {
-	HTTP     bool
-	Consumer bool
+	HTTP       bool
+	Consumer   bool
+	Dispatcher bool
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: the API stops
@@ -143,11 +154,18 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 		a.log.Info("redis consumer starting", "prefix", a.cfg.RedisPrefix)
 		g.Go(func() error { return a.Consumer.Run(ctx) })
 	}
+	if parts.Dispatcher {
+		a.log.Info("event dispatcher starting")
+		g.Go(func() error { return a.Dispatcher.Run(ctx) })
+	}
 	return g.Wait()
 }
 
 // Close releases the database pool and the Redis client.
 func (a *App) Close() {
+	if err := a.Events.Close(); err != nil {
+		a.log.Warn("closing event log listener", "error", err)
+	}
 	if err := a.redis.Close(); err != nil {
 		a.log.Warn("closing redis", "error", err)
 	}

@@ -17,6 +17,9 @@ type Command interface {
 // Event says that something happened; it has any number of handlers.
 type Event interface {
 	Message
+	// ProductSKU names the aggregate the event is about; events of one
+	// product are handled in the order they happened.
+	ProductSKU() string
 	isEvent()
 }
 
@@ -68,9 +71,12 @@ type OutOfStock struct {
 	SKU string
 }
 
-func (Allocated) Name() string   { return "allocated" }
-func (Deallocated) Name() string { return "deallocated" }
-func (OutOfStock) Name() string  { return "out_of_stock" }
-func (Allocated) isEvent()       {}
-func (Deallocated) isEvent()     {}
-func (OutOfStock) isEvent()      {}
+func (Allocated) Name() string           { return "allocated" }
+func (Deallocated) Name() string         { return "deallocated" }
+func (OutOfStock) Name() string          { return "out_of_stock" }
+func (e Allocated) ProductSKU() string   { return e.SKU }
+func (e Deallocated) ProductSKU() string { return e.SKU }
+func (e OutOfStock) ProductSKU() string  { return e.SKU }
+func (Allocated) isEvent()               {}
+func (Deallocated) isEvent()             {}
+func (OutOfStock) isEvent()              {}

@@ -2,11 +2,9 @@ package servicelayer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"time"
-
-	"github.com/cenkalti/backoff/v4"
 
 	"allocation/domain"
 )
@@ -17,23 +15,22 @@ type Result struct {
 	BatchRef string
 }
 
-type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []domain.Event, error)
+type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []Envelope, error)
 
+// eventHandler runs inside the transaction of its delivery.
 type eventHandler struct {
 	name   string
-	handle func(ctx context.Context, env Envelope) ([]domain.Event, error)
+	handle func(ctx context.Context, tx Tx, env Envelope) error
 }
 
 // Bus dispatches a command to its handler and then every event that follows
 // from it to the event's handlers, in order. It keeps no state between calls,
 // so one Bus serves concurrent callers.
 type Bus struct {
+	uow      UnitOfWork
 	commands map[string]commandHandler
 	events   map[string][]eventHandler
 	log      *slog.Logger
-	now      func() time.Time
-	// retry builds the backoff for one failing event handler.
-	retry func() backoff.BackOff
 }
 
 // Dependencies are the adapters the handlers need.
@@ -42,53 +39,55 @@ type Dependencies struct {
 	Publisher Publisher
 	Notifier  Notifier
 	Log       *slog.Logger
-	// Now is the clock that stamps events; time.Now when nil.
-	Now func() time.Time
 }
 
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
 	h := handlers{uow: deps.UoW, publisher: deps.Publisher, notifier: deps.Notifier}
-	b := &Bus{
-		log: deps.Log,
-		now: deps.Now,
-		retry: func() backoff.BackOff {
-			bo := backoff.NewExponentialBackOff()
-			bo.InitialInterval = 10 * time.Millisecond
-			bo.MaxInterval = 200 * time.Millisecond
-			return backoff.WithMaxRetries(bo, 2)
-		},
-	}
+	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h)}
 	if b.log == nil {
 		b.log = slog.Default()
-	}
-	if b.now == nil {
-		b.now = time.Now
 	}
 	b.commands = map[string]commandHandler{
 		domain.CreateBatch{}.Name():         command(h.createBatch),
 		domain.Allocate{}.Name():            command(h.allocate),
 		domain.ChangeBatchQuantity{}.Name(): command(h.changeBatchQuantity),
 	}
-	b.events = map[string][]eventHandler{
-		domain.Allocated{}.Name(): {
-			event("add_allocation_to_read_model", h.addAllocationToReadModel),
-			event("publish_allocated_event", h.publishAllocatedEvent),
-		},
-		domain.Deallocated{}.Name(): {
-			event("remove_allocation_from_read_model", h.removeAllocationFromReadModel),
-			event("reallocate", h.reallocate),
-		},
-		domain.OutOfStock{}.Name(): {
-			event("send_out_of_stock_notification", h.sendOutOfStockNotification),
-		},
-	}
 	return b
 }
 
-// Handle runs cmd and then every event it leads to. The command's error is
-// returned; an event handler's error is logged after a few retries and never
-// fails the command, whose change is already committed.
+// routes says which handlers each event has after the commit that raised it;
+// each is delivered through the event log. The read model is kept in the
+// raising transaction itself (handlers.updateReadModel), so that a caller
+// reads its own writes and the view can never lag behind or reorder.
+func routes(h handlers) map[string][]eventHandler {
+	return map[string][]eventHandler{
+		domain.Allocated{}.Name(): {
+			event("publish_line_allocated", h.publishAllocatedEvent),
+		},
+		domain.Deallocated{}.Name(): {
+			event("reallocate", h.reallocate),
+		},
+		domain.OutOfStock{}.Name(): {
+			event("notify_out_of_stock", h.sendOutOfStockNotification),
+		},
+	}
+}
+
+// EventHandlers names the handlers of an event; the unit of work records one
+// delivery for each.
+func EventHandlers(eventName string) []string {
+	var names []string
+	for _, eh := range routes(handlers{})[eventName] {
+		names = append(names, eh.name)
+	}
+	return names
+}
+
+// Handle runs cmd and then, right after its commit, every event it leads to,
+// so that a caller reads its own writes. The command's error is returned; an
+// event handler's error is logged and left to the dispatcher, which retries
+// it from the event log: the command's change is committed already.
 func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
 	h, ok := b.commands[cmd.Name()]
 	if !ok {
@@ -98,46 +97,62 @@ func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// The queue lives in this call only: concurrent commands never share it.
-	queue := seal(events, b.now())
+	// The inbound message id belongs to the command alone.
+	b.drain(WithMessageID(ctx, ""), events)
+	return res, nil
+}
+
+// Deliver runs one delivery from the event log and then every event that
+// follows from it. The dispatcher calls it.
+func (b *Bus) Deliver(ctx context.Context, d Delivery) error {
+	more, err := b.deliver(ctx, d)
+	b.drain(ctx, more)
+	return err
+}
+
+// drain handles a queue of events; the queue lives in this call only, so
+// concurrent callers never share it.
+func (b *Bus) drain(ctx context.Context, queue []Envelope) {
 	for len(queue) > 0 {
 		env := queue[0]
 		queue = queue[1:]
 		for _, eh := range b.events[env.Event.Name()] {
-			more := b.handleEvent(ctx, eh, env)
-			queue = append(queue, seal(more, b.now())...)
+			more, _ := b.deliver(ctx, Delivery{Envelope: env, Handler: eh.name})
+			queue = append(queue, more...)
 		}
 	}
-	return res, nil
 }
 
-func (b *Bus) handleEvent(ctx context.Context, eh eventHandler, env Envelope) []domain.Event {
-	var events []domain.Event
-	attempt := 0
-	err := backoff.Retry(func() error {
-		attempt++
-		var err error
-		events, err = eh.handle(ctx, env)
-		return err
-	}, backoff.WithContext(b.retry(), ctx))
-	if err != nil {
-		b.log.ErrorContext(ctx, "event handler failed",
-			"handler", eh.name, "event", env.Event.Name(), "message_id", env.MessageID,
-			"attempts", attempt, "error", err)
-		return nil
+func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Envelope, error) {
+	var eh *eventHandler
+	for i, candidate := range b.events[d.Event.Name()] {
+		if candidate.name == d.Handler {
+			eh = &b.events[d.Event.Name()][i]
+		}
 	}
-	return events
+	if eh == nil {
+		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
+	}
+	more, err := b.uow.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
+	switch {
+	case errors.Is(err, ErrNotDelivered):
+		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)
+	case err != nil:
+		b.log.WarnContext(ctx, "event handler failed; the dispatcher retries it",
+			"handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID, "error", err)
+	}
+	return more, err
 }
 
 // command adapts a typed handler to the bus; the map key guarantees the type.
-func command[C domain.Command](h func(context.Context, C) (Result, []domain.Event, error)) commandHandler {
-	return func(ctx context.Context, cmd domain.Command) (Result, []domain.Event, error) {
+func command[C domain.Command](h func(context.Context, C) (Result, []Envelope, error)) commandHandler {
+	return func(ctx context.Context, cmd domain.Command) (Result, []Envelope, error) {
 		return h(ctx, cmd.(C))
 	}
 }
 
-func event[E domain.Event](name string, h func(context.Context, E, Envelope) ([]domain.Event, error)) eventHandler {
-	return eventHandler{name: name, handle: func(ctx context.Context, env Envelope) ([]domain.Event, error) {
-		return h(ctx, env.Event.(E), env)
+func event[E domain.Event](name string, h func(context.Context, Tx, E, Envelope) error) eventHandler {
+	return eventHandler{name: name, handle: func(ctx context.Context, tx Tx, env Envelope) error {
+		return h(ctx, tx, env.Event.(E), env)
 	}}
 }

@@ -1,25 +1,86 @@
 package servicelayer
 
 import (
+	"context"
+	"errors"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 
 	"allocation/domain"
 )
 
-// Envelope is an event with the identity it keeps wherever it travels: a
-// receiver uses MessageID to recognise a redelivery.
+// Envelope is an event as the event log keeps it: with the identity it keeps
+// wherever it travels (a receiver uses MessageID to recognise a redelivery)
+// and its place in the log.
 type Envelope struct {
+	// LogID is the event's position in the event log; events of one product
+	// are handled in LogID order.
+	LogID      int64
 	MessageID  string
 	OccurredAt time.Time
 	Event      domain.Event
 }
 
-func seal(events []domain.Event, now time.Time) []Envelope {
-	out := make([]Envelope, len(events))
-	for i, ev := range events {
-		out[i] = Envelope{MessageID: uuid.NewString(), OccurredAt: now, Event: ev}
+// Seal gives a new event its identity. The unit of work calls it when it
+// writes the event to the log.
+func Seal(ev domain.Event, now time.Time) Envelope {
+	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), Event: ev}
+}
+
+// Delivery is one event for one of its handlers.
+type Delivery struct {
+	Envelope
+	Handler string
+}
+
+// ErrNotDelivered: a delivery was not attempted because it is done, parked
+// as dead, being delivered by someone else, or waiting for an earlier event of
+// its product. It is no failure: whoever holds the turn will deliver it.
+var ErrNotDelivered = errors.New("delivery not attempted")
+
+// ErrDuplicateMessage: an inbound message with this id was processed before.
+var ErrDuplicateMessage = errors.New("message already processed")
+
+type messageIDKey struct{}
+
+// WithMessageID marks ctx as handling the inbound message id. The unit of
+// work of the command records id in the inbox in the same transaction as the
+// command's effect, and refuses a second message with the same id.
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, messageIDKey{}, id)
+}
+
+// MessageID returns the inbound message id ctx carries, or "".
+func MessageID(ctx context.Context) string {
+	id, _ := ctx.Value(messageIDKey{}).(string)
+	return id
+}
+
+// RetryPolicy says when a failed delivery is tried again and when it is
+// parked as dead.
+type RetryPolicy struct {
+	MaxAttempts int
+	Initial     time.Duration
+	Max         time.Duration
+}
+
+// DefaultRetryPolicy retries for about five minutes before parking an event.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 12, Initial: 100 * time.Millisecond, Max: time.Minute}
+}
+
+// Delay is how long to wait after the given number of failed attempts:
+// exponential, capped at Max, with jitter so that replicas do not retry in step.
+func (p RetryPolicy) Delay(attempts int) time.Duration {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = p.Initial
+	bo.MaxInterval = p.Max
+	bo.MaxElapsedTime = 0
+	d := bo.NextBackOff()
+	for i := 1; i < attempts; i++ {
+		d = bo.NextBackOff()
 	}
-	return out
+	return d
 }

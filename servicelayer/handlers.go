@@ -16,12 +16,12 @@ type handlers struct {
 	notifier  Notifier
 }
 
-func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Result, []domain.Event, error) {
+func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Result, []Envelope, error) {
 	batch, err := domain.NewBatch(cmd.Ref, cmd.SKU, cmd.Qty, cmd.ETA)
 	if err != nil {
 		return Result{}, nil, err
 	}
-	events, err := h.uow.Do(ctx, func(tx Tx) error {
+	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		owner, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -44,32 +44,36 @@ func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Resu
 			}
 		}
 		return product.AddBatch(batch)
-	})
+	}))
 	return Result{}, events, err
 }
 
-func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []domain.Event, error) {
+func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []Envelope, error) {
 	line, err := domain.NewOrderLine(cmd.OrderID, cmd.SKU, cmd.Qty)
 	if err != nil {
 		return Result{}, nil, err
 	}
 	var ref string
-	events, err := h.uow.Do(ctx, func(tx Tx) error {
-		product, err := tx.Products().Get(ctx, line.SKU)
-		if err != nil {
-			return err
-		}
-		if product == nil {
-			return &domain.InvalidSKUError{SKU: line.SKU}
-		}
-		ref, err = product.Allocate(line)
+	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+		ref, err = allocate(ctx, tx, line)
 		return err
-	})
+	}))
 	return Result{BatchRef: ref}, events, err
 }
 
-func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatchQuantity) (Result, []domain.Event, error) {
-	events, err := h.uow.Do(ctx, func(tx Tx) error {
+func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error) {
+	product, err := tx.Products().Get(ctx, line.SKU)
+	if err != nil {
+		return "", err
+	}
+	if product == nil {
+		return "", &domain.InvalidSKUError{SKU: line.SKU}
+	}
+	return product.Allocate(line)
+}
+
+func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatchQuantity) (Result, []Envelope, error) {
+	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		product, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -78,34 +82,51 @@ func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatc
 			return fmt.Errorf("batch %s: %w", cmd.Ref, domain.ErrUnknownBatch)
 		}
 		return product.ChangeBatchQuantity(cmd.Ref, cmd.Qty)
-	})
+	}))
 	return Result{}, events, err
 }
 
-// reallocate gives a deallocated line a new batch, as if it were ordered again.
-func (h handlers) reallocate(ctx context.Context, ev domain.Deallocated, _ Envelope) ([]domain.Event, error) {
-	_, events, err := h.allocate(ctx, domain.Allocate{OrderID: ev.OrderID, SKU: ev.SKU, Qty: ev.Qty})
-	return events, err
+// reallocate gives a deallocated line a new batch, as if it were ordered
+// again. A redelivery finds the line allocated already and changes nothing.
+func (h handlers) reallocate(ctx context.Context, tx Tx, ev domain.Deallocated, _ Envelope) error {
+	_, err := allocate(ctx, tx, domain.OrderLine{OrderID: ev.OrderID, SKU: ev.SKU, Qty: ev.Qty})
+	return err
 }
 
-func (h handlers) addAllocationToReadModel(ctx context.Context, ev domain.Allocated, _ Envelope) ([]domain.Event, error) {
-	line := domain.OrderLine{OrderID: ev.OrderID, SKU: ev.SKU, Qty: ev.Qty}
-	return h.uow.Do(ctx, func(tx Tx) error {
-		return tx.Allocations().Add(ctx, line, ev.BatchRef)
-	})
+// withReadModel runs fn and then brings the allocations view up to date
+// with every event fn raised, in the same transaction.
+func withReadModel(ctx context.Context, fn func(tx Tx) error) func(tx Tx) error {
+	return func(tx Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		for _, p := range tx.Products().Seen() {
+			for _, ev := range p.Events() {
+				if err := updateReadModel(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 }
 
-func (h handlers) removeAllocationFromReadModel(ctx context.Context, ev domain.Deallocated, _ Envelope) ([]domain.Event, error) {
-	line := domain.OrderLine{OrderID: ev.OrderID, SKU: ev.SKU, Qty: ev.Qty}
-	return h.uow.Do(ctx, func(tx Tx) error {
-		return tx.Allocations().Remove(ctx, line)
-	})
+func updateReadModel(ctx context.Context, tx Tx, ev domain.Event) error {
+	switch e := ev.(type) {
+	case domain.Allocated:
+		return tx.Allocations().Add(ctx, domain.OrderLine{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty}, e.BatchRef)
+	case domain.Deallocated:
+		return tx.Allocations().Remove(ctx, domain.OrderLine{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty})
+	}
+	return nil
 }
 
-func (h handlers) publishAllocatedEvent(ctx context.Context, _ domain.Allocated, env Envelope) ([]domain.Event, error) {
-	return nil, h.publisher.Publish(ctx, env)
+// publishAllocatedEvent keeps the event's message id, so that a receiver can
+// recognise a redelivery.
+func (h handlers) publishAllocatedEvent(ctx context.Context, _ Tx, _ domain.Allocated, env Envelope) error {
+	return h.publisher.Publish(ctx, env)
 }
 
-func (h handlers) sendOutOfStockNotification(ctx context.Context, ev domain.OutOfStock, _ Envelope) ([]domain.Event, error) {
-	return nil, h.notifier.Send(ctx, StockDesk, "Out of stock for "+ev.SKU)
+func (h handlers) sendOutOfStockNotification(ctx context.Context, _ Tx, ev domain.OutOfStock, _ Envelope) error {
+	return h.notifier.Send(ctx, StockDesk, "Out of stock for "+ev.SKU)
 }

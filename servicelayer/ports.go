@@ -5,17 +5,43 @@ package servicelayer
 
 import (
 	"context"
+	"time"
 
 	"allocation/domain"
 )
 
-// UnitOfWork runs fn in one transaction: it commits when fn returns nil and
-// rolls back otherwise. It returns the events raised by every product the
-// repository handed out. An implementation may run fn more than once when the
-// store reports a conflict with a concurrent transaction, so fn must only
-// change state through tx.
+// UnitOfWork runs handlers in transactions. An implementation may run fn more
+// than once when the store reports a conflict with a concurrent transaction,
+// so fn must only change state through tx.
 type UnitOfWork interface {
-	Do(ctx context.Context, fn func(tx Tx) error) ([]domain.Event, error)
+	// Do runs fn in one transaction: it commits when fn returns nil and rolls
+	// back otherwise. The events raised by every product the repository
+	// handed out are written to the event log in the same transaction, with
+	// one pending delivery per handler (EventHandlers), and returned. When ctx
+	// carries an inbound message id (WithMessageID) it is recorded in the
+	// inbox in the same transaction; a repeated id fails with
+	// ErrDuplicateMessage and changes nothing.
+	Do(ctx context.Context, fn func(tx Tx) error) ([]Envelope, error)
+	// Deliver runs fn for one pending delivery and marks it done in the same
+	// transaction, so a handler's effect and its bookkeeping commit together.
+	// It returns ErrNotDelivered, without running fn, unless the delivery is
+	// pending, nobody else holds it, and every earlier event of the same
+	// product is done for this handler. When fn fails the failure is recorded
+	// and the delivery is due again after the retry policy's delay, or parked
+	// as dead after its last attempt.
+	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Envelope, error)
+}
+
+// EventLog is what the background dispatcher reads.
+type EventLog interface {
+	// Due returns up to limit deliveries whose time has come: for each
+	// product and handler only the oldest pending one, oldest first.
+	Due(ctx context.Context, limit int) ([]Delivery, error)
+	// NextDue says when the next pending delivery falls due; zero when none.
+	NextDue(ctx context.Context) (time.Time, error)
+	// Wake signals that deliveries may have become due (a failure was
+	// recorded, an event was replayed), possibly by another process.
+	Wake() <-chan struct{}
 }
 
 // Tx is what a handler may touch inside a unit of work.
@@ -34,6 +60,8 @@ type Products interface {
 	GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error)
 	// Add registers a new product to be saved with the unit of work.
 	Add(ctx context.Context, p *domain.Product) error
+	// Seen returns every product handed out or added so far, in that order.
+	Seen() []*domain.Product
 }
 
 // AllocationsReadModel keeps the allocations view (the read side) up to date.

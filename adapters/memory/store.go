@@ -31,16 +31,54 @@ type viewRow struct {
 	batchRef string
 }
 
+// delivery is the state of one event for one handler.
+type delivery struct {
+	done, dead bool
+	attempts   int
+	lastError  string
+	next       time.Time
+}
+
+type logEntry struct {
+	env        servicelayer.Envelope
+	deliveries map[string]*delivery // by handler
+}
+
 // Store holds committed state. Units of work run one at a time.
 type Store struct {
 	mu       sync.Mutex
 	products map[string]productRecord
 	view     []viewRow
+	log      []*logEntry
+	inbox    map[string]bool
 	commits  int
+	policy   servicelayer.RetryPolicy
+	now      func() time.Time
+	wake     chan struct{}
 }
 
 func NewStore() *Store {
-	return &Store{products: map[string]productRecord{}}
+	return &Store{
+		products: map[string]productRecord{},
+		inbox:    map[string]bool{},
+		policy:   servicelayer.DefaultRetryPolicy(),
+		now:      time.Now,
+		wake:     make(chan struct{}, 1),
+	}
+}
+
+// SetRetryPolicy changes when failed deliveries are retried or parked.
+func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.policy = p
+}
+
+// SetClock replaces the store's clock, so tests can make retries fall due.
+func (s *Store) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
 }
 
 // Commits counts the units of work that committed.
@@ -61,6 +99,21 @@ func (s *Store) Product(sku string) *domain.Product {
 	return rec.restore()
 }
 
+// Dead lists the deliveries parked as dead.
+func (s *Store) Dead() []servicelayer.Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []servicelayer.Delivery
+	for _, e := range s.log {
+		for h, d := range e.deliveries {
+			if d.dead {
+				out = append(out, servicelayer.Delivery{Envelope: e.env, Handler: h})
+			}
+		}
+	}
+	return out
+}
+
 // Allocations answers the allocations view for one order, oldest first.
 func (s *Store) Allocations(_ context.Context, orderID string) ([]servicelayer.Allocation, error) {
 	s.mu.Lock()
@@ -75,26 +128,142 @@ func (s *Store) Allocations(_ context.Context, orderID string) ([]servicelayer.A
 }
 
 // Do implements servicelayer.UnitOfWork.
-func (s *Store) Do(_ context.Context, fn func(tx servicelayer.Tx) error) ([]domain.Event, error) {
+func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &tx{store: s, seen: map[string]*domain.Product{}, view: slices.Clone(s.view)}
-	if err := fn(tx); err != nil {
+	id := servicelayer.MessageID(ctx)
+	if id != "" && s.inbox[id] {
+		return nil, servicelayer.ErrDuplicateMessage
+	}
+	t := s.begin()
+	if err := fn(t); err != nil {
 		return nil, err
 	}
-	var events []domain.Event
-	for sku, p := range tx.seen {
-		s.products[sku] = record(p)
-		events = append(events, p.PullEvents()...)
+	if id != "" {
+		s.inbox[id] = true
 	}
-	s.view = tx.view
+	return s.commit(t), nil
+}
+
+// Deliver implements servicelayer.UnitOfWork.
+func (s *Store) Deliver(_ context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	state := s.pending(d)
+	if state == nil {
+		return nil, servicelayer.ErrNotDelivered
+	}
+	t := s.begin()
+	if err := fn(t); err != nil {
+		state.attempts++
+		state.lastError = err.Error()
+		state.next = s.now().Add(s.policy.Delay(state.attempts))
+		state.dead = state.attempts >= s.policy.MaxAttempts
+		s.signal()
+		return nil, err
+	}
+	state.attempts++
+	state.done = true
+	return s.commit(t), nil
+}
+
+// pending returns the state of d when it may be delivered now: pending, and
+// every earlier event of its product done or dead for this handler.
+func (s *Store) pending(d servicelayer.Delivery) *delivery {
+	for _, e := range s.log {
+		state, ok := e.deliveries[d.Handler]
+		if !ok {
+			continue
+		}
+		if e.env.LogID == d.LogID {
+			if state.done || state.dead {
+				return nil
+			}
+			return state
+		}
+		if e.env.Event.ProductSKU() == d.Event.ProductSKU() && !state.done && !state.dead {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Due implements servicelayer.EventLog.
+func (s *Store) Due(_ context.Context, limit int) ([]servicelayer.Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type key struct{ sku, handler string }
+	seen := map[key]bool{}
+	var out []servicelayer.Delivery
+	for _, e := range s.log {
+		for h, d := range e.deliveries {
+			k := key{e.env.Event.ProductSKU(), h}
+			if d.done || d.dead || seen[k] {
+				continue
+			}
+			seen[k] = true // later events of the product wait for this one
+			if !d.next.After(s.now()) && len(out) < limit {
+				out = append(out, servicelayer.Delivery{Envelope: e.env, Handler: h})
+			}
+		}
+	}
+	return out, nil
+}
+
+// NextDue implements servicelayer.EventLog.
+func (s *Store) NextDue(context.Context) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for _, e := range s.log {
+		for _, d := range e.deliveries {
+			if !d.done && !d.dead && (next.IsZero() || d.next.Before(next)) {
+				next = d.next
+			}
+		}
+	}
+	return next, nil
+}
+
+// Wake implements servicelayer.EventLog.
+func (s *Store) Wake() <-chan struct{} { return s.wake }
+
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) begin() *tx {
+	return &tx{store: s, seen: map[string]*domain.Product{}, view: slices.Clone(s.view)}
+}
+
+// commit writes t back and logs the events of the products it saw.
+func (s *Store) commit(t *tx) []servicelayer.Envelope {
+	var out []servicelayer.Envelope
+	for _, p := range t.order {
+		s.products[p.SKU()] = record(p)
+		for _, ev := range p.PullEvents() {
+			env := servicelayer.Seal(ev, s.now())
+			env.LogID = int64(len(s.log) + 1)
+			entry := &logEntry{env: env, deliveries: map[string]*delivery{}}
+			for _, h := range servicelayer.EventHandlers(ev.Name()) {
+				entry.deliveries[h] = &delivery{next: env.OccurredAt}
+			}
+			s.log = append(s.log, entry)
+			out = append(out, env)
+		}
+	}
+	s.view = t.view
 	s.commits++
-	return events, nil
+	return out
 }
 
 type tx struct {
 	store *Store
 	seen  map[string]*domain.Product
+	order []*domain.Product
 	view  []viewRow
 }
 
@@ -104,6 +273,12 @@ func (t *tx) Allocations() servicelayer.AllocationsReadModel { return (*readMode
 // repository is the Products port of one unit of work.
 type repository tx
 
+func (r *repository) remember(p *domain.Product) *domain.Product {
+	r.seen[p.SKU()] = p
+	r.order = append(r.order, p)
+	return p
+}
+
 func (r *repository) Get(_ context.Context, sku string) (*domain.Product, error) {
 	if p, ok := r.seen[sku]; ok {
 		return p, nil
@@ -112,9 +287,7 @@ func (r *repository) Get(_ context.Context, sku string) (*domain.Product, error)
 	if !ok {
 		return nil, nil
 	}
-	p := rec.restore()
-	r.seen[sku] = p
-	return p, nil
+	return r.remember(rec.restore()), nil
 }
 
 func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
@@ -134,9 +307,11 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 }
 
 func (r *repository) Add(_ context.Context, p *domain.Product) error {
-	r.seen[p.SKU()] = p
+	r.remember(p)
 	return nil
 }
+
+func (r *repository) Seen() []*domain.Product { return slices.Clone(r.order) }
 
 // readModel is the allocations view as one unit of work changes it.
 type readModel tx

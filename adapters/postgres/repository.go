@@ -88,6 +88,8 @@ func (r *repository) Add(ctx context.Context, p *domain.Product) error {
 	return nil
 }
 
+func (r *repository) Seen() []*domain.Product { return slices.Clone(r.seen) }
+
 type batchRow struct {
 	ID        int64        `db:"id"`
 	Reference string       `db:"reference"`

@@ -10,8 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"text/tabwriter"
+	"time"
 
+	"allocation/adapters/postgres"
 	"allocation/bootstrap"
 )
 
@@ -20,6 +24,9 @@ const usage = `allocation allocates order lines to batches of stock.
 Usage:
   allocation serve [flags]   run the HTTP API and the Redis consumer (applies migrations first)
   allocation migrate         apply database migrations and exit
+  allocation events dead     list the event deliveries parked as dead, with their last error
+  allocation events replay ID
+                             put the dead deliveries of event ID back in line
   allocation help            show this text
 
 Configuration comes from the environment:
@@ -32,10 +39,10 @@ Configuration comes from the environment:
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -57,6 +64,8 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		if err == nil {
 			log.Info("migrations applied")
 		}
+	case "events":
+		err = events(ctx, cfg, log, args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return 0
@@ -80,6 +89,7 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	var parts bootstrap.Parts
 	fs.BoolVar(&parts.HTTP, "http", true, "run the HTTP API")
 	fs.BoolVar(&parts.Consumer, "consumer", true, "run the Redis consumer")
+	fs.BoolVar(&parts.Dispatcher, "dispatcher", true, "run the event dispatcher (delivers what the request path could not)")
 	skipMigrate := fs.Bool("skip-migrate", false, "do not apply migrations at start-up")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: allocation serve [flags]\n\nRuns the HTTP API and the Redis consumer in one process; flags run a part alone.")
@@ -98,7 +108,7 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 		return err
 	}
 	defer app.Close()
-	log.Info("allocation serving", "http", parts.HTTP, "consumer", parts.Consumer,
+	log.Info("allocation serving", "http", parts.HTTP, "consumer", parts.Consumer, "dispatcher", parts.Dispatcher,
 		"redis_prefix", cfg.RedisPrefix, "notifications", notificationsMode(cfg))
 	err = app.Run(ctx, parts)
 	log.Info("allocation stopped")
@@ -110,4 +120,50 @@ func notificationsMode(cfg bootstrap.Config) string {
 		return "log"
 	}
 	return "smtp " + cfg.SMTPAddr
+}
+
+// events inspects and repairs the event log.
+func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("events: want `dead` or `replay ID`")
+	}
+	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	eventLog, err := postgres.NewEventLog(db, cfg.DatabaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer eventLog.Close()
+	switch {
+	case args[0] == "dead" && len(args) == 1:
+		dead, err := eventLog.Dead(ctx)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "EVENT\tHANDLER\tNAME\tSKU\tMESSAGE ID\tATTEMPTS\tPARKED AT\tLAST ERROR")
+		for _, d := range dead {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.LogID, d.Handler, d.Event.Name(), d.Event.ProductSKU(),
+				d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
+		}
+		return w.Flush()
+	case args[0] == "replay" && len(args) == 2:
+		id, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("events replay: %q is not an event id", args[1])
+		}
+		n, err := eventLog.Replay(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("event %d has no dead delivery", id)
+		}
+		fmt.Fprintf(stdout, "event %d: %d deliveries back in line\n", id, n)
+		return nil
+	}
+	return fmt.Errorf("events: unknown arguments %q: want `dead` or `replay ID`", args)
 }

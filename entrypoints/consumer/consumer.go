@@ -84,14 +84,23 @@ func (c *Consumer) apply(ctx context.Context, channel string, payload []byte) (e
 			err = fmt.Errorf("panic while handling: %v", p)
 		}
 	}()
-	cmd, err := Decode(channel, payload)
+	msg, err := Decode(channel, payload)
 	if err != nil {
 		return &decodeError{err}
 	}
-	if _, err := c.bus.Handle(ctx, cmd); err != nil {
+	if msg.ID != "" {
+		ctx = servicelayer.WithMessageID(ctx, msg.ID)
+	}
+	_, err = c.bus.Handle(ctx, msg.Command)
+	if errors.Is(err, servicelayer.ErrDuplicateMessage) {
+		// Processed before: acknowledging it again is all there is to do.
+		c.log.InfoContext(ctx, "duplicate message skipped", "channel", channel, "message_id", msg.ID)
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	c.log.DebugContext(ctx, "message handled", "channel", channel, "command", cmd.Name())
+	c.log.DebugContext(ctx, "message handled", "channel", channel, "command", msg.Command.Name(), "message_id", msg.ID)
 	return nil
 }
 

@@ -34,14 +34,31 @@ type allocateBody struct {
 // none missing, no empty references and no quantity out of range. Its error
 // names the field at fault. Whether the batch or SKU exists is for the
 // handler to say.
-func Decode(channel string, payload []byte) (domain.Command, error) {
+func Decode(channel string, payload []byte) (Message, error) {
 	switch channel {
 	case ChangeBatchQuantity:
 		return decodeChangeBatchQuantity(payload)
 	case Allocate:
 		return decodeAllocate(payload)
 	}
-	return nil, fmt.Errorf("channel %q carries no command", channel)
+	return Message{}, fmt.Errorf("channel %q carries no command", channel)
+}
+
+// Message is a decoded inbound message: the command, and the sender's id for
+// it when it gave one (a repeated id is processed once).
+type Message struct {
+	Command domain.Command
+	ID      string
+}
+
+func messageID(id *string) (string, error) {
+	if id == nil {
+		return "", nil
+	}
+	if err := reference("message_id", *id); err != nil {
+		return "", err
+	}
+	return *id, nil
 }
 
 // decodeObject is wire.Decode refusing a JSON null too, which would
@@ -53,33 +70,35 @@ func decodeObject(payload []byte, v any) error {
 	return wire.Decode(payload, v)
 }
 
-func decodeChangeBatchQuantity(payload []byte) (domain.ChangeBatchQuantity, error) {
+func decodeChangeBatchQuantity(payload []byte) (Message, error) {
 	var b changeBatchQuantityBody
 	if err := decodeObject(payload, &b); err != nil {
-		return domain.ChangeBatchQuantity{}, err
+		return Message{}, err
 	}
 	if err := wire.Required(wire.Has("batchref", b.BatchRef), wire.Has("qty", b.Qty)); err != nil {
-		return domain.ChangeBatchQuantity{}, err
+		return Message{}, err
 	}
 	if err := firstError(reference("batchref", *b.BatchRef), quantity("qty", *b.Qty, 0)); err != nil {
-		return domain.ChangeBatchQuantity{}, err
+		return Message{}, err
 	}
-	return domain.ChangeBatchQuantity{Ref: *b.BatchRef, Qty: *b.Qty}, nil
+	id, err := messageID(b.MessageID)
+	return Message{Command: domain.ChangeBatchQuantity{Ref: *b.BatchRef, Qty: *b.Qty}, ID: id}, err
 }
 
-func decodeAllocate(payload []byte) (domain.Allocate, error) {
+func decodeAllocate(payload []byte) (Message, error) {
 	var b allocateBody
 	if err := decodeObject(payload, &b); err != nil {
-		return domain.Allocate{}, err
+		return Message{}, err
 	}
 	if err := wire.Required(wire.Has("orderid", b.OrderID), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty)); err != nil {
-		return domain.Allocate{}, err
+		return Message{}, err
 	}
 	err := firstError(reference("orderid", *b.OrderID), reference("sku", *b.SKU), quantity("qty", *b.Qty, 1))
 	if err != nil {
-		return domain.Allocate{}, err
+		return Message{}, err
 	}
-	return domain.Allocate{OrderID: *b.OrderID, SKU: *b.SKU, Qty: *b.Qty}, nil
+	id, err := messageID(b.MessageID)
+	return Message{Command: domain.Allocate{OrderID: *b.OrderID, SKU: *b.SKU, Qty: *b.Qty}, ID: id}, err
 }
 
 func reference(field, v string) error {

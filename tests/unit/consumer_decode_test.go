@@ -25,7 +25,7 @@ func TestConsumerDecodesGoodMessages(t *testing.T) {
 	}
 	for _, c := range cases {
 		got, err := consumer.Decode(c.channel, []byte(c.payload))
-		if err != nil || got != c.want {
+		if err != nil || got.Command != c.want {
 			t.Errorf("Decode(%s, %s) = %v, %v; want %v", c.channel, c.payload, got, err, c.want)
 		}
 	}
