@@ -179,5 +179,11 @@ func openRedis(rawURL string) (*goredis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	// Fail fast while Redis is down: the event log keeps what could not be
+	// published and the dispatcher retries it, so a request must not wait.
+	opts.MaxRetries = 1
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = 2 * time.Second
+	opts.WriteTimeout = 2 * time.Second
 	return goredis.NewClient(opts), nil
 }

@@ -42,34 +42,63 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// service is one `allocation serve` process with its own database and prefix.
+// service is one `allocation serve` process with its own database and
+// prefix. It can be killed and started again on the same data.
 type service struct {
-	t      *testing.T
-	url    string
-	prefix string
-	redis  *goredis.Client
-	cmd    *exec.Cmd
-	exited chan error
-	logs   *syncBuffer
+	t        *testing.T
+	url      string
+	prefix   string
+	redisURL string
+	dbURL    string
+	redis    *goredis.Client
+	cmd      *exec.Cmd
+	exited   chan error
+	logs     *syncBuffer
 }
 
 // startService runs the built binary on a free port against a fresh database
 // and a random Redis prefix, and waits until it is ready and subscribed.
 func startService(t *testing.T) *service {
 	t.Helper()
+	s := newService(t, testenv.RedisURL())
+	s.start()
+	return s
+}
+
+// newService prepares a service against the Redis at redisURL without
+// starting it.
+func newService(t *testing.T, redisURL string) *service {
+	t.Helper()
 	s := &service{
-		t:      t,
-		prefix: testenv.Prefix(),
-		redis:  testenv.Redis(t),
-		exited: make(chan error, 1),
-		logs:   &syncBuffer{},
+		t:        t,
+		prefix:   testenv.Prefix(),
+		redisURL: redisURL,
+		dbURL:    testenv.FreshDatabase(t),
+		redis:    testenv.Redis(t),
+		logs:     &syncBuffer{},
 	}
+	t.Cleanup(func() {
+		if s.cmd != nil {
+			s.stop()
+		}
+		if t.Failed() {
+			t.Logf("service log:\n%s", s.logs.String())
+		}
+	})
+	return s
+}
+
+// start launches the process and waits until it is ready and subscribed.
+func (s *service) start() {
+	t := s.t
+	t.Helper()
 	addr := freeAddr(t)
 	s.url = "http://" + addr
+	s.exited = make(chan error, 1)
 	s.cmd = exec.Command(binary, "serve")
 	s.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+testenv.FreshDatabase(t),
-		"REDIS_URL="+testenv.RedisURL(),
+		"DATABASE_URL="+s.dbURL,
+		"REDIS_URL="+s.redisURL,
 		"HTTP_ADDR="+addr,
 		"REDIS_PREFIX="+s.prefix,
 		"SMTP_ADDR=",
@@ -79,13 +108,7 @@ func startService(t *testing.T) *service {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", binary, err)
 	}
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("service log:\n%s", s.logs.String())
-		}
-	})
+	go func(cmd *exec.Cmd, exited chan error) { exited <- cmd.Wait() }(s.cmd, s.exited)
 
 	testenv.Eventually(t, 30*time.Second, func() error {
 		select {
@@ -108,7 +131,14 @@ func startService(t *testing.T) *service {
 	for _, ch := range []string{"change_batch_quantity", "allocate"} {
 		s.waitForSubscriber(ch)
 	}
-	return s
+}
+
+// kill ends the process with SIGKILL: no shutdown, no cleanup.
+func (s *service) kill() {
+	s.t.Helper()
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
 }
 
 func (s *service) waitForSubscriber(channel string) {
@@ -128,7 +158,7 @@ func (s *service) waitForSubscriber(channel string) {
 
 // stop sends SIGTERM and waits for a graceful exit; it returns the exit error.
 func (s *service) stop() error {
-	if s.cmd.ProcessState != nil {
+	if s.cmd == nil || s.cmd.ProcessState != nil {
 		return nil
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)

@@ -1,0 +1,249 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"allocation/tests/testenv"
+)
+
+// redisServer is a redis-server of the test's own, on a free port, that the
+// test can stop and start again.
+type redisServer struct {
+	t    *testing.T
+	bin  string
+	port string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startRedisServer(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (%v): run `make services`, which installs it on Debian", err)
+	}
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &redisServer{t: t, bin: bin, port: port, dir: t.TempDir()}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port + "/0" }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", r.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	c := r.client()
+	defer c.Close()
+	testenv.Eventually(r.t, 10*time.Second, func() error { return c.Ping(context.Background()).Err() })
+}
+
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *redisServer) client() *goredis.Client {
+	return goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + r.port})
+}
+
+// collect gathers line_allocated messages, by order id, until the test ends.
+type collector struct {
+	mu   sync.Mutex
+	seen map[string][]string // order id -> batch refs announced, in order
+	n    int
+	// at, when set, runs as soon as the n-th message arrives.
+	at   int
+	then func()
+}
+
+func collect(t *testing.T, ps *goredis.PubSub) *collector {
+	c := &collector{seen: map[string][]string{}}
+	go func() {
+		for m := range ps.Channel() {
+			var body lineAllocated
+			if json.Unmarshal([]byte(m.Payload), &body) != nil {
+				continue
+			}
+			c.mu.Lock()
+			c.seen[body.OrderID] = append(c.seen[body.OrderID], body.BatchRef)
+			c.n++
+			if c.n == c.at && c.then != nil {
+				c.then()
+			}
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { _ = ps.Close() })
+	return c
+}
+
+// when runs fn as soon as n messages have arrived.
+func (c *collector) when(n int, fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at, c.then = n, fn
+}
+
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (c *collector) last(orderID string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	refs := c.seen[orderID]
+	if len(refs) == 0 {
+		return ""
+	}
+	return refs[len(refs)-1]
+}
+
+// Redis is down while 30 allocations are made: every request still answers
+// 202, and once Redis is back every line_allocated event is published.
+func TestAllocationsDuringARedisOutageArePublishedWhenItReturns(t *testing.T) {
+	t.Parallel()
+	redisSrv := startRedisServer(t)
+	s := newService(t, redisSrv.url())
+	s.redis = redisSrv.client()
+	t.Cleanup(func() { _ = s.redis.Close() })
+	s.start()
+	sku, ref := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 100, nil)
+
+	redisSrv.stop()
+	for i := range 30 {
+		status, body := s.post("/allocate", map[string]any{"orderid": fmt.Sprintf("outage-%d", i), "sku": sku, "qty": 1})
+		if status != http.StatusAccepted || body["batchref"] != ref {
+			t.Fatalf("allocation %d during the outage: %d %v", i, status, body)
+		}
+	}
+	redisSrv.start()
+	ps := s.redis.Subscribe(context.Background(), s.prefix+"line_allocated")
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, ps)
+	testenv.Eventually(t, 60*time.Second, func() error {
+		for i := range 30 {
+			if got.last(fmt.Sprintf("outage-%d", i)) != ref {
+				return fmt.Errorf("outage-%d not announced yet (%d messages so far)", i, got.count())
+			}
+		}
+		return nil
+	})
+}
+
+// The service is killed with SIGKILL while it reallocates the 40 lines a
+// change_batch_quantity took away. After a restart every line is allocated
+// again, the view agrees, and every move is announced.
+func TestReallocationSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
+	for _, killAfter := range []int{1, 12, 30} {
+		t.Run(fmt.Sprintf("killed after %d announcements", killAfter), func(t *testing.T) {
+			t.Parallel()
+			s := startService(t)
+			sku, early, late := testenv.RandomName("sku-"), testenv.RandomName("early-"), testenv.RandomName("late-")
+			s.addBatch(early, sku, 80, nil)
+			s.addBatch(late, sku, 200, "2031-01-01")
+			for i := range 40 {
+				if status, body := s.post("/allocate", map[string]any{"orderid": fmt.Sprintf("o%d", i), "sku": sku, "qty": 2}); status != http.StatusAccepted || body["batchref"] != early {
+					t.Fatalf("allocate o%d: %d %v", i, status, body)
+				}
+			}
+			ps := s.redis.Subscribe(context.Background(), s.prefix+"line_allocated")
+			if _, err := ps.Receive(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := collect(t, ps)
+			killed := make(chan int, 1)
+			got.when(killAfter, func() {
+				_ = s.cmd.Process.Kill() // SIGKILL, the moment the n-th move is announced
+				killed <- killAfter
+			})
+
+			s.publish("change_batch_quantity", map[string]any{"batchref": early, "qty": 0})
+			select {
+			case <-killed:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("only %d moves announced within 20s", got.count())
+			}
+			s.kill()
+			t.Logf("killed after %d of 40 moves were announced", got.count())
+			s.start()
+
+			testenv.Eventually(t, 30*time.Second, func() error {
+				for i := range 40 {
+					order := fmt.Sprintf("o%d", i)
+					if got.last(order) != late {
+						return fmt.Errorf("the move of %s is not announced (last %q)", order, got.last(order))
+					}
+					status, rows := s.allocations(order)
+					if status != http.StatusOK || len(rows) != 1 || rows[0].BatchRef != late {
+						return fmt.Errorf("view of %s: %d %v", order, status, rows)
+					}
+				}
+				return nil
+			})
+			// Nothing was allocated twice: late holds exactly the 40 lines.
+			status, body := s.post("/allocate", map[string]any{"orderid": "probe", "sku": sku, "qty": 120})
+			if status != http.StatusAccepted || body["batchref"] != late {
+				t.Fatalf("late batch should have exactly 120 left: %d %v", status, body)
+			}
+		})
+	}
+}
+
+// A message id seen before is skipped even when it comes back after a newer
+// message: the newer state stands.
+func TestARepeatedMessageIDAfterANewerMessageChangesNothing(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	sku, ref := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 10, nil)
+	first, second := testenv.RandomName("m-"), testenv.RandomName("m-")
+	s.publish("change_batch_quantity", map[string]any{"batchref": ref, "qty": 5, "message_id": first})
+	s.publish("change_batch_quantity", map[string]any{"batchref": ref, "qty": 8, "message_id": second})
+	s.publish("change_batch_quantity", map[string]any{"batchref": ref, "qty": 5, "message_id": first})
+	// Messages are handled in order: once this one shows, the others are done.
+	sentinelSKU := testenv.RandomName("sentinel-")
+	s.addBatch(testenv.RandomName("batch-"), sentinelSKU, 1, nil)
+	s.publish("allocate", map[string]any{"orderid": "sentinel", "sku": sentinelSKU, "qty": 1})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if status, _ := s.allocations("sentinel"); status != http.StatusOK {
+			return fmt.Errorf("sentinel not handled yet")
+		}
+		return nil
+	})
+	status, body := s.post("/allocate", map[string]any{"orderid": "probe", "sku": sku, "qty": 8})
+	if status != http.StatusAccepted || body["batchref"] != ref {
+		t.Fatalf("the batch should hold the newer 8: %d %v", status, body)
+	}
+	letters, _ := s.redis.LLen(context.Background(), s.prefix+"dead_letter").Result()
+	if letters != 0 {
+		t.Fatalf("a duplicate was dead-lettered instead of acknowledged")
+	}
+}
