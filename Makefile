@@ -5,6 +5,7 @@ GO        ?= go
 BIN       := bin/allocation
 PKGS      := ./...
 TESTFLAGS ?= -race -count=1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: run build services test test-unit test-integration test-e2e lint fmt clean
 
@@ -31,10 +32,11 @@ test-integration: services
 test-e2e: services
 	$(GO) test $(TESTFLAGS) ./tests/e2e/...
 
-lint: ## gofmt and go vet must be clean
+lint: ## gofmt, go vet and staticcheck must be clean
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -40,6 +40,10 @@ type Delivery struct {
 // its product. It is no failure: whoever holds the turn will deliver it.
 var ErrNotDelivered = errors.New("delivery not attempted")
 
+// ErrUnavailable: a dependency (the database) cannot be reached. The request
+// may succeed later; nothing was changed.
+var ErrUnavailable = errors.New("service unavailable")
+
 // ErrDuplicateMessage: an inbound message with this id was processed before.
 var ErrDuplicateMessage = errors.New("message already processed")
 

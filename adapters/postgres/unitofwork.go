@@ -147,7 +147,7 @@ func (u *UnitOfWork) retrying(ctx context.Context, attempt func() ([]servicelaye
 func (u *UnitOfWork) transaction(ctx context.Context, fn func(t *tx) error) (events []servicelayer.Envelope, err error) {
 	sqlTx, err := u.db.BeginTxx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("begin transaction: %w", err)
+		return nil, unavailable(fmt.Errorf("begin transaction: %w", err))
 	}
 	committed := false
 	defer func() {
@@ -158,7 +158,7 @@ func (u *UnitOfWork) transaction(ctx context.Context, fn func(t *tx) error) (eve
 	}()
 	t := &tx{sql: sqlTx, snapshots: map[string]productSnapshot{}}
 	if err := fn(t); err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	for _, p := range t.seen {
 		if err := t.save(ctx, p); err != nil {
@@ -175,7 +175,7 @@ func (u *UnitOfWork) transaction(ctx context.Context, fn func(t *tx) error) (eve
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+		return nil, unavailable(fmt.Errorf("commit: %w", err))
 	}
 	committed = true
 	return events, nil

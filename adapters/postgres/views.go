@@ -47,7 +47,7 @@ func (v *Views) Allocations(ctx context.Context, orderID string) ([]servicelayer
 	}{}
 	if err := v.db.SelectContext(ctx, &rows,
 		`SELECT sku, batchref FROM allocations_view WHERE orderid = $1 ORDER BY id`, orderID); err != nil {
-		return nil, fmt.Errorf("query allocations of %s: %w", orderID, err)
+		return nil, unavailable(fmt.Errorf("query allocations of %s: %w", orderID, err))
 	}
 	out := make([]servicelayer.Allocation, len(rows))
 	for i, r := range rows {

@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -59,7 +61,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) handle(ctx context.Context, channel string, payload []byte) {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HandleTimeout)
 	defer cancel()
-	err := c.apply(hctx, channel, payload)
+	// While the database is down the message waits for it (up to
+	// HandleTimeout) rather than being set aside: it is a good message.
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 50 * time.Millisecond
+	bo.MaxInterval = 2 * time.Second
+	bo.MaxElapsedTime = 0
+	err := backoff.Retry(func() error {
+		err := c.apply(hctx, channel, payload)
+		if errors.Is(err, servicelayer.ErrUnavailable) {
+			c.log.WarnContext(ctx, "database unavailable, retrying message", "channel", channel, "error", err)
+			return err
+		}
+		return backoff.Permanent(err)
+	}, backoff.WithContext(bo, hctx))
 	if err == nil {
 		return
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	Log    *slog.Logger
 	// BodyLimit caps request bodies ("64K" when empty); larger ones get 413.
 	BodyLimit string
+	// RequestTimeout bounds the work of one request (4 s when zero): a
+	// dependency that hangs gets a 503 instead of a hung client.
+	RequestTimeout time.Duration
 }
 
 // New returns the API's handler.
@@ -49,6 +52,9 @@ func New(cfg Config) *echo.Echo {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 4 * time.Second
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
@@ -56,6 +62,11 @@ func New(cfg Config) *echo.Echo {
 	e.Use(accessLog(cfg.Log))
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit(cfg.BodyLimit))
+	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{
+		Timeout: cfg.RequestTimeout,
+		// The error handler turns a deadline into 503 like any other outage.
+		ErrorHandler: func(err error, _ echo.Context) error { return err },
+	}))
 
 	h := handlers{bus: cfg.Bus, views: cfg.Views, checks: cfg.Checks}
 	e.POST("/add_batch", h.addBatch)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"allocation/domain"
 	"allocation/entrypoints/wire"
+	"allocation/servicelayer"
 )
 
 // errorHandler turns every error a handler returns into one JSON answer.
@@ -52,6 +54,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, domain.ErrBatchExists):
 		return http.StatusConflict, err.Error()
+	case errors.Is(err, servicelayer.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "a dependency is unavailable, try again later"
 	case errors.As(err, &httpErr):
 		if m, ok := httpErr.Message.(string); ok {
 			return httpErr.Code, m
