@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,56 +17,80 @@ import (
 	"allocation/tests/testenv"
 )
 
-// redisServer is a redis-server of the test's own, on a free port, that the
-// test can stop and start again.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port string
-	dir  string
-	cmd  *exec.Cmd
+// tcpProxy stands between the service and Redis, so that a test can take
+// Redis away from the service (connections cut, new ones refused) while its
+// own subscriber stays connected to the real server and misses nothing.
+type tcpProxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
 }
 
-func startRedisServer(t *testing.T) *redisServer {
+func startProxy(t *testing.T, target string) *tcpProxy {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	p := &tcpProxy{t: t, addr: freeAddr(t), target: target, conns: map[net.Conn]struct{}{}}
+	p.up()
+	t.Cleanup(p.down)
+	return p
+}
+
+// up listens again and forwards every connection to the target.
+func (p *tcpProxy) up() {
+	p.t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
 	if err != nil {
-		t.Fatalf("redis-server is not installed (%v): run `make services`, which installs it on Debian", err)
+		p.t.Fatalf("proxy listen on %s: %v", p.addr, err)
 	}
-	_, port, err := net.SplitHostPort(freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &redisServer{t: t, bin: bin, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", p.target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			p.track(client, server)
+			go p.pipe(client, server)
+			go p.pipe(server, client)
+		}
+	}()
 }
 
-func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port + "/0" }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", r.port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
+// down refuses new connections and cuts the open ones.
+func (p *tcpProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
 	}
-	c := r.client()
-	defer c.Close()
-	testenv.Eventually(r.t, 10*time.Second, func() error { return c.Ping(context.Background()).Err() })
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
 }
 
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
+func (p *tcpProxy) track(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		p.conns[c] = struct{}{}
 	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
 }
 
-func (r *redisServer) client() *goredis.Client {
-	return goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + r.port})
+func (p *tcpProxy) pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	dst.Close()
+	src.Close()
 }
 
 // collect gathers line_allocated messages, by order id, until the test ends.
@@ -126,27 +151,29 @@ func (c *collector) last(orderID string) string {
 // 202, and once Redis is back every line_allocated event is published.
 func TestAllocationsDuringARedisOutageArePublishedWhenItReturns(t *testing.T) {
 	t.Parallel()
-	redisSrv := startRedisServer(t)
-	s := newService(t, redisSrv.url())
-	s.redis = redisSrv.client()
-	t.Cleanup(func() { _ = s.redis.Close() })
+	redisAddr := strings.TrimSuffix(strings.TrimPrefix(testenv.RedisURL(), "redis://"), "/0")
+	proxy := startProxy(t, redisAddr)
+	s := newService(t, "redis://"+proxy.addr+"/0")
 	s.start()
 	sku, ref := testenv.RandomName("sku-"), testenv.RandomName("batch-")
 	s.addBatch(ref, sku, 100, nil)
+	ps := s.redis.Subscribe(context.Background(), s.prefix+"line_allocated")
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, ps)
 
-	redisSrv.stop()
+	proxy.down()
 	for i := range 30 {
 		status, body := s.post("/allocate", map[string]any{"orderid": fmt.Sprintf("outage-%d", i), "sku": sku, "qty": 1})
 		if status != http.StatusAccepted || body["batchref"] != ref {
 			t.Fatalf("allocation %d during the outage: %d %v", i, status, body)
 		}
 	}
-	redisSrv.start()
-	ps := s.redis.Subscribe(context.Background(), s.prefix+"line_allocated")
-	if _, err := ps.Receive(context.Background()); err != nil {
-		t.Fatal(err)
+	if n := got.count(); n != 0 {
+		t.Fatalf("%d messages got through a Redis that was down", n)
 	}
-	got := collect(t, ps)
+	proxy.up()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		for i := range 30 {
 			if got.last(fmt.Sprintf("outage-%d", i)) != ref {
