@@ -7,7 +7,9 @@ PKGS      := ./...
 TESTFLAGS ?= -race -count=1
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean
+.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean fuzz
+
+FUZZTIME ?= 60s
 
 run: services build ## start PostgreSQL and Redis, build, and serve on HTTP_ADDR (default :8080)
 	./$(BIN) serve
@@ -37,6 +39,10 @@ lint: ## gofmt, go vet and staticcheck must be clean
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+
+fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
+	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/
+	$(GO) test -run='^$$' -fuzz='^FuzzHTTPRequestBodies$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

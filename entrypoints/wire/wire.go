@@ -19,10 +19,19 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
-// Decode reads exactly one JSON object from data into v.
+// Decode reads exactly one JSON object from data into v. A field given twice
+// is refused rather than silently taking the last value, and so is null in
+// place of the object.
 func Decode(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := bytes.TrimSpace(data)
+	switch {
+	case len(trimmed) == 0:
 		return &FieldError{Field: "body", Reason: "is empty: want a JSON object"}
+	case bytes.Equal(trimmed, []byte("null")) || trimmed[0] != '{':
+		return &FieldError{Field: "body", Reason: "must be a JSON object"}
+	}
+	if err := noDuplicateFields(data); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -31,6 +40,32 @@ func Decode(data []byte, v any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &FieldError{Field: "body", Reason: "has data after the JSON object"}
+	}
+	return nil
+}
+
+// noDuplicateFields checks the top-level keys of a JSON object. Keys are
+// compared without case, as encoding/json matches them.
+func noDuplicateFields(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return explain(err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return explain(err)
+		}
+		key, _ := tok.(string)
+		if seen[strings.ToLower(key)] {
+			return &FieldError{Field: key, Reason: "is given more than once"}
+		}
+		seen[strings.ToLower(key)] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return explain(err)
+		}
 	}
 	return nil
 }

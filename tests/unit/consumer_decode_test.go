@@ -86,3 +86,15 @@ func TestConsumerRefusesMalformedMessagesNamingTheProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestDuplicatedFieldsAreRefusedNotOverwritten(t *testing.T) {
+	for _, payload := range []string{
+		`{"batchref": "b1", "qty": 5, "qty": 500}`,
+		`{"batchref": "b1", "qty": 5, "QTY": 500}`,
+	} {
+		_, err := consumer.Decode("change_batch_quantity", []byte(payload))
+		if err == nil || !strings.Contains(err.Error(), "more than once") {
+			t.Errorf("Decode(%s): got %v, want a duplicate field error", payload, err)
+		}
+	}
+}

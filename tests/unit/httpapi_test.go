@@ -22,7 +22,7 @@ type apiClient struct {
 
 func newAPI(t *testing.T, bus httpapi.Bus, app testApp, checks ...httpapi.Check) apiClient {
 	t.Helper()
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Bus: bus, Views: app.store, Checks: checks}))
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Bus: bus, Views: app.store, Checks: checks, Log: quietLog()}))
 	t.Cleanup(srv.Close)
 	return apiClient{t: t, url: srv.URL}
 }
@@ -124,6 +124,8 @@ func TestHTTPRefusesMalformedRequestsWithAMessageNamingTheField(t *testing.T) {
 		{"/allocate", "application/json", `{"orderid": "o", "sku": "LAMP", "qty": 1, "rush": true}`, 400, "rush"},
 		{"/allocate", "application/json", `{"orderid": "o", "sku": "LAMP", "qty": 1} {}`, 400, "body"},
 		{"/allocate", "application/json", `[1]`, 400, "body"},
+		{"/allocate", "application/json", `null`, 400, "body"},
+		{"/allocate", "application/json", `{"orderid": "o", "sku": "LAMP", "qty": 1, "qty": 9}`, 400, "qty"},
 		{"/allocate", "text/plain", `{"orderid": "o", "sku": "LAMP", "qty": 1}`, 415, "Content-Type"},
 		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "2011-13-01"}`, 400, "eta"},
 		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "01/02/2011"}`, 400, "eta"},
