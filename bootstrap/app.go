@@ -39,10 +39,11 @@ type App struct {
 	Dispatcher *servicelayer.Dispatcher
 	Events     *postgres.EventLog
 
-	cfg   Config
-	log   *slog.Logger
-	db    *sqlx.DB
-	redis *goredis.Client
+	cfg     Config
+	log     *slog.Logger
+	db      *sqlx.DB
+	redis   *goredis.Client
+	streams *redis.StreamReader
 }
 
 // New connects to PostgreSQL and Redis and builds the bus, the API and the
@@ -68,9 +69,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.SMTPAddr != "" {
 		notifier = notifications.NewSMTP(cfg.SMTPAddr, "")
 	}
+	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
+	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
 		UoW:       postgres.NewUnitOfWork(db, log),
-		Publisher: redis.NewPublisher(rc, cfg.RedisPrefix),
+		Publisher: publisher,
 		Notifier:  notifier,
 		Log:       log,
 	})
@@ -84,7 +87,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Log: log,
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
+	streams := redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
+		Consumer:      cfg.ConsumerName,
+		ClaimIdle:     cfg.StreamClaimIdle,
+		MaxDeliveries: cfg.StreamMaxDeliveries,
+	}, log)
 	return &App{
+		streams:    streams,
 		Bus:        bus,
 		Handler:    api,
 		Consumer:   consumer.New(bus, sub, log),
@@ -153,6 +162,8 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 	if parts.Consumer {
 		a.log.Info("redis consumer starting", "prefix", a.cfg.RedisPrefix)
 		g.Go(func() error { return a.Consumer.Run(ctx) })
+		a.log.Info("redis stream consumer starting", "consumer", a.cfg.ConsumerName)
+		g.Go(func() error { return a.Consumer.RunStreams(ctx, a.streams) })
 	}
 	if parts.Dispatcher {
 		a.log.Info("event dispatcher starting")

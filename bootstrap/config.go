@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is everything the service reads from its environment.
@@ -26,6 +29,19 @@ type Config struct {
 	SMTPAddr string
 	// LogLevel is debug, info, warn or error (LOG_LEVEL, default info).
 	LogLevel slog.Level
+	// StreamMaxLen is roughly how many entries each outbound stream keeps
+	// (STREAM_MAXLEN, default 100000).
+	StreamMaxLen int64
+	// StreamClaimIdle is how long an inbound stream entry may stay pending
+	// with a consumer before another replica takes it over
+	// (STREAM_CLAIM_IDLE, default 30s).
+	StreamClaimIdle time.Duration
+	// StreamMaxDeliveries is how often an inbound entry is tried before it
+	// becomes a dead letter (STREAM_MAX_DELIVERIES, default 5).
+	StreamMaxDeliveries int64
+	// ConsumerName names this replica in the stream consumer group
+	// (CONSUMER_NAME, default host-pid); it must differ between replicas.
+	ConsumerName string
 }
 
 // Defaults point at the services `make services` starts.
@@ -44,6 +60,25 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		HTTPAddr:    orDefault(getenv("HTTP_ADDR"), DefaultHTTPAddr),
 		RedisPrefix: getenv("REDIS_PREFIX"),
 		SMTPAddr:    getenv("SMTP_ADDR"),
+	}
+	var errs []error
+	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
+	cfg.StreamMaxDeliveries = intSetting(getenv, "STREAM_MAX_DELIVERIES", 5, &errs)
+	cfg.StreamClaimIdle = 30 * time.Second
+	if v := getenv("STREAM_CLAIM_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("STREAM_CLAIM_IDLE %q: want a duration such as 30s", v))
+		}
+		cfg.StreamClaimIdle = d
+	}
+	cfg.ConsumerName = getenv("CONSUMER_NAME")
+	if cfg.ConsumerName == "" {
+		host, _ := os.Hostname()
+		cfg.ConsumerName = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	if lvl := getenv("LOG_LEVEL"); lvl != "" {
 		if err := cfg.LogLevel.UnmarshalText([]byte(lvl)); err != nil {
@@ -69,6 +104,18 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))
 	}
 	return errors.Join(errs...)
+}
+
+func intSetting(getenv func(string) string, name string, def int64, errs *[]error) int64 {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s %q: want a positive integer", name, v))
+	}
+	return n
 }
 
 func orDefault(v, def string) string {

@@ -1,7 +1,8 @@
-// Package redis carries events and commands over Redis pub/sub: it publishes
-// the service's events, subscribes to the channels other services send
-// commands on, and keeps the messages it could not apply (dead letters).
-// Every channel and key name is the configured prefix followed by the name.
+// Package redis carries events and commands over Redis: it publishes the
+// service's events on pub/sub channels and appends them to streams, reads the
+// commands other services send (pub/sub, and streams through a consumer
+// group), and keeps the messages it could not apply (dead letters). Every
+// channel and key name is the configured prefix followed by the name.
 package redis
 
 import (
@@ -19,16 +20,46 @@ import (
 // LineAllocated is the channel Allocated events go out on.
 const LineAllocated = "line_allocated"
 
+// Defaults of the outbound streams.
+const (
+	// DefaultStreamMaxLen is roughly how many entries a stream keeps (XADD
+	// MAXLEN ~): enough for a subscriber that was down a while to catch up.
+	DefaultStreamMaxLen = 100_000
+	// dedupeTTL is how long a published message id is remembered, so that a
+	// redelivery (a crash between publishing and recording it) is dropped.
+	dedupeTTL = 7 * 24 * time.Hour
+)
+
+// publishOnce appends the message to the stream and publishes it on the
+// channel, unless its id was published before: one atomic step in Redis, so
+// that a redelivered event never reaches a stream reader twice.
+//
+// KEYS[1] stream, KEYS[2] dedupe key; ARGV: channel, body, message id,
+// max length, dedupe ttl in seconds.
+var publishOnce = goredis.NewScript(`
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then
+	return 0
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'data', ARGV[2], 'message_id', ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+`)
+
 // Publisher implements servicelayer.Publisher.
 type Publisher struct {
 	client *goredis.Client
 	prefix string
+	maxLen int64
 }
 
-// NewPublisher publishes on prefix+channel; the prefix is used as is.
+// NewPublisher publishes on prefix+channel and appends to the stream of the
+// same name; the prefix is used as is.
 func NewPublisher(c *goredis.Client, prefix string) *Publisher {
-	return &Publisher{client: c, prefix: prefix}
+	return &Publisher{client: c, prefix: prefix, maxLen: DefaultStreamMaxLen}
 }
+
+// SetStreamMaxLen changes roughly how many entries each outbound stream keeps.
+func (p *Publisher) SetStreamMaxLen(n int64) { p.maxLen = n }
 
 // lineAllocatedBody is the wire format of line_allocated.
 type lineAllocatedBody struct {
@@ -47,7 +78,9 @@ func (p *Publisher) Publish(ctx context.Context, env servicelayer.Envelope) erro
 	if err != nil {
 		return err
 	}
-	if err := p.client.Publish(ctx, p.prefix+channel, body).Err(); err != nil {
+	keys := []string{p.prefix + channel, p.prefix + "published:" + env.MessageID}
+	err = publishOnce.Run(ctx, p.client, keys, p.prefix+channel, body, env.MessageID, p.maxLen, int64(dedupeTTL.Seconds())).Err()
+	if err != nil {
 		return fmt.Errorf("publish %s %s: %w", channel, env.MessageID, err)
 	}
 	return nil

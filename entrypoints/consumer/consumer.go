@@ -36,6 +36,12 @@ type Source interface {
 	DeadLetter(ctx context.Context, channel string, payload []byte, reason string) error
 }
 
+// StreamSource delivers stream entries that stay pending until settled.
+// *redis.StreamReader is one.
+type StreamSource interface {
+	Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte) (settled bool)) error
+}
+
 // Consumer feeds the bus from a Source.
 type Consumer struct {
 	bus    Bus
@@ -58,26 +64,58 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return c.source.Run(ctx, []string{ChangeBatchQuantity, Allocate}, c.handle)
 }
 
+// RunStreams consumes the change_batch_quantity and allocate streams until
+// ctx ends. An entry is acknowledged only once its command committed or it
+// was set aside; while the database is down it stays pending and comes back.
+func (c *Consumer) RunStreams(ctx context.Context, streams StreamSource) error {
+	return streams.Run(ctx, []string{ChangeBatchQuantity, Allocate}, c.settle)
+}
+
+// handle applies a pub/sub message; one that cannot be applied is set aside,
+// since pub/sub will not bring it back.
 func (c *Consumer) handle(ctx context.Context, channel string, payload []byte) {
+	if err := c.process(ctx, channel, payload, ""); err != nil {
+		c.setAside(ctx, channel, payload, err)
+	}
+}
+
+// settle applies a stream entry and says whether it may be acknowledged. An
+// entry without a message_id is known by its stream id, so a redelivery of
+// an entry that was applied but not acknowledged is skipped by the inbox.
+func (c *Consumer) settle(ctx context.Context, stream, id string, payload []byte) bool {
+	err := c.process(ctx, stream, payload, "stream:"+stream+":"+id)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, servicelayer.ErrUnavailable):
+		return false
+	}
+	return c.setAside(ctx, stream, payload, err)
+}
+
+// process applies one message. While the database is down the message waits
+// for it (up to HandleTimeout) rather than being set aside: it is a good
+// message. A message in hand when ctx ends is still finished.
+func (c *Consumer) process(ctx context.Context, channel string, payload []byte, fallbackID string) error {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HandleTimeout)
 	defer cancel()
-	// While the database is down the message waits for it (up to
-	// HandleTimeout) rather than being set aside: it is a good message.
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 50 * time.Millisecond
 	bo.MaxInterval = 2 * time.Second
 	bo.MaxElapsedTime = 0
-	err := backoff.Retry(func() error {
-		err := c.apply(hctx, channel, payload)
+	return backoff.Retry(func() error {
+		err := c.apply(hctx, channel, payload, fallbackID)
 		if errors.Is(err, servicelayer.ErrUnavailable) {
 			c.log.WarnContext(ctx, "database unavailable, retrying message", "channel", channel, "error", err)
 			return err
 		}
 		return backoff.Permanent(err)
 	}, backoff.WithContext(bo, hctx))
-	if err == nil {
-		return
-	}
+}
+
+// setAside logs a message that cannot be applied and keeps it as a dead
+// letter; it reports whether the dead letter was kept.
+func (c *Consumer) setAside(ctx context.Context, channel string, payload []byte, err error) bool {
 	level := slog.LevelError // the service failed, not the sender
 	if rejected(err) {
 		level = slog.LevelWarn
@@ -87,12 +125,14 @@ func (c *Consumer) handle(ctx context.Context, channel string, payload []byte) {
 	defer cancel()
 	if dlErr := c.source.DeadLetter(dctx, channel, payload, err.Error()); dlErr != nil {
 		c.log.ErrorContext(ctx, "dead letter lost", "channel", channel, "payload", string(payload), "error", dlErr)
+		return false
 	}
+	return true
 }
 
 // apply decodes and handles one message. A panic becomes its error, so that
 // one bad message cannot stop the consumer.
-func (c *Consumer) apply(ctx context.Context, channel string, payload []byte) (err error) {
+func (c *Consumer) apply(ctx context.Context, channel string, payload []byte, fallbackID string) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.log.ErrorContext(ctx, "panic while handling a message", "channel", channel, "panic", p, "stack", string(debug.Stack()))
@@ -102,6 +142,9 @@ func (c *Consumer) apply(ctx context.Context, channel string, payload []byte) (e
 	msg, err := Decode(channel, payload)
 	if err != nil {
 		return &decodeError{err}
+	}
+	if msg.ID == "" {
+		msg.ID = fallbackID
 	}
 	if msg.ID != "" {
 		ctx = servicelayer.WithMessageID(ctx, msg.ID)

@@ -1,0 +1,189 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// StreamOptions tune a StreamReader.
+type StreamOptions struct {
+	// Group is the consumer group every replica joins ("allocation").
+	Group string
+	// Consumer names this reader within the group; unique per process.
+	Consumer string
+	// ClaimIdle is how long an entry stays pending with a consumer before
+	// another one takes it over, presuming the first dead (30 s).
+	ClaimIdle time.Duration
+	// MaxDeliveries is how often an entry is tried before it is set aside
+	// as a dead letter (5).
+	MaxDeliveries int64
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Group == "" {
+		o.Group = "allocation"
+	}
+	if o.ClaimIdle == 0 {
+		o.ClaimIdle = 30 * time.Second
+	}
+	if o.MaxDeliveries == 0 {
+		o.MaxDeliveries = 5
+	}
+	return o
+}
+
+// StreamReader reads command streams through a consumer group: each entry
+// goes to one replica, stays pending until it is acknowledged, and is taken
+// over by another replica when its consumer dies.
+type StreamReader struct {
+	client *goredis.Client
+	prefix string
+	opts   StreamOptions
+	dead   *Subscriber // for its dead letters
+	log    *slog.Logger
+}
+
+// NewStreamReader reads prefix+stream for each stream given to Run.
+func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *slog.Logger) *StreamReader {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &StreamReader{client: c, prefix: prefix, opts: opts.withDefaults(), dead: NewSubscriber(c, prefix, log), log: log}
+}
+
+// Run reads streams until ctx ends, reconnecting with backoff when Redis is
+// away. handle applies one entry (id is its stream id) and says whether it is
+// settled: applied, or set aside as a dead letter. Only settled entries are
+// acknowledged; the others stay pending and come back.
+func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte) (settled bool)) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = reconnectInitial
+	bo.MaxInterval = reconnectMax
+	bo.MaxElapsedTime = 0
+	for {
+		err := r.read(ctx, streams, handle, bo.Reset)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := bo.NextBackOff()
+		r.log.WarnContext(ctx, "redis stream read failed, retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+type streamHandler = func(ctx context.Context, stream, id string, payload []byte) (settled bool)
+
+func (r *StreamReader) read(ctx context.Context, streams []string, handle streamHandler, healthy func()) error {
+	keys := make([]string, len(streams))
+	for i, s := range streams {
+		keys[i] = r.prefix + s
+		// From "0": entries appended before any replica ever ran count too.
+		err := r.client.XGroupCreateMkStream(ctx, keys[i], r.opts.Group, "0").Err()
+		if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create group on %s: %w", keys[i], err)
+		}
+	}
+	healthy()
+	args := append(slices.Clone(keys), make([]string, len(keys))...)
+	for i := range keys {
+		args[len(keys)+i] = ">"
+	}
+	nextClaim := time.Now()
+	for ctx.Err() == nil {
+		if time.Now().After(nextClaim) {
+			for _, key := range keys {
+				if err := r.reclaim(ctx, key, handle); err != nil {
+					return err
+				}
+			}
+			nextClaim = time.Now().Add(r.opts.ClaimIdle / 2)
+		}
+		res, err := r.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
+			Group: r.opts.Group, Consumer: r.opts.Consumer, Streams: args, Count: 100, Block: time.Second,
+		}).Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, stream := range res {
+			for _, m := range stream.Messages {
+				r.settle(ctx, stream.Stream, m, handle)
+			}
+		}
+	}
+	return nil
+}
+
+// settle hands one entry to handle and acknowledges it once settled. The
+// entry is finished even when ctx ends meanwhile: handle has it already.
+func (r *StreamReader) settle(ctx context.Context, key string, m goredis.XMessage, handle streamHandler) {
+	stream := strings.TrimPrefix(key, r.prefix)
+	ctx = context.WithoutCancel(ctx)
+	var settled bool
+	if payload, ok := m.Values["data"].(string); ok {
+		settled = handle(ctx, stream, m.ID, []byte(payload))
+	} else {
+		settled = r.deadLetter(ctx, stream, m, `entry has no "data" field holding the JSON body`)
+	}
+	if settled {
+		if err := r.client.XAck(ctx, key, r.opts.Group, m.ID).Err(); err != nil {
+			// Unacknowledged, it comes back; the inbox makes that harmless.
+			r.log.WarnContext(ctx, "could not acknowledge stream entry", "stream", stream, "id", m.ID, "error", err)
+		}
+	}
+}
+
+// reclaim takes over entries that stayed pending longer than ClaimIdle with
+// a (presumably dead) consumer, and sets aside those delivered too often.
+func (r *StreamReader) reclaim(ctx context.Context, key string, handle streamHandler) error {
+	pending, err := r.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
+		Stream: key, Group: r.opts.Group, Idle: r.opts.ClaimIdle, Start: "-", End: "+", Count: 100,
+	}).Result()
+	if err != nil {
+		return fmt.Errorf("read pending entries of %s: %w", key, err)
+	}
+	stream := strings.TrimPrefix(key, r.prefix)
+	for _, p := range pending {
+		claimed, err := r.client.XClaim(ctx, &goredis.XClaimArgs{
+			Stream: key, Group: r.opts.Group, Consumer: r.opts.Consumer, MinIdle: r.opts.ClaimIdle, Messages: []string{p.ID},
+		}).Result()
+		if err != nil {
+			return fmt.Errorf("claim %s of %s: %w", p.ID, key, err)
+		}
+		for _, m := range claimed {
+			r.log.InfoContext(ctx, "took over a pending stream entry", "stream", stream, "id", m.ID, "from", p.Consumer, "deliveries", p.RetryCount+1)
+			if p.RetryCount >= r.opts.MaxDeliveries {
+				if r.deadLetter(ctx, stream, m, fmt.Sprintf("delivered %d times without being settled", p.RetryCount)) {
+					_ = r.client.XAck(ctx, key, r.opts.Group, m.ID).Err()
+				}
+				continue
+			}
+			r.settle(ctx, key, m, handle)
+		}
+	}
+	return nil
+}
+
+func (r *StreamReader) deadLetter(ctx context.Context, stream string, m goredis.XMessage, reason string) bool {
+	payload, _ := m.Values["data"].(string)
+	r.log.WarnContext(ctx, "stream entry set aside", "stream", stream, "id", m.ID, "reason", reason)
+	if err := r.dead.DeadLetter(ctx, stream, []byte(payload), reason+" (stream entry "+m.ID+")"); err != nil {
+		r.log.ErrorContext(ctx, "dead letter lost", "stream", stream, "id", m.ID, "error", err)
+		return false
+	}
+	return true
+}
