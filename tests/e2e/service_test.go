@@ -51,6 +51,7 @@ type service struct {
 	redisURL string
 	dbURL    string
 	redis    *goredis.Client
+	env      []string // extra environment
 	cmd      *exec.Cmd
 	exited   chan error
 	logs     *syncBuffer
@@ -88,6 +89,20 @@ func newService(t *testing.T, redisURL string) *service {
 	return s
 }
 
+// replica prepares another process on the same database and prefix.
+func (s *service) replica(env ...string) *service {
+	r := &service{t: s.t, prefix: s.prefix, redisURL: s.redisURL, dbURL: s.dbURL, redis: s.redis, env: env, logs: &syncBuffer{}}
+	s.t.Cleanup(func() {
+		if r.cmd != nil {
+			r.stop()
+		}
+		if s.t.Failed() {
+			s.t.Logf("replica log:\n%s", r.logs.String())
+		}
+	})
+	return r
+}
+
 // start launches the process and waits until it is ready and subscribed.
 func (s *service) start() {
 	t := s.t
@@ -104,6 +119,7 @@ func (s *service) start() {
 		"SMTP_ADDR=",
 		"LOG_LEVEL=debug",
 	)
+	s.cmd.Env = append(s.cmd.Env, s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", binary, err)
