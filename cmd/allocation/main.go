@@ -36,6 +36,11 @@ Configuration comes from the environment:
   REDIS_PREFIX   prefix of every Redis channel and key (default empty)
   SMTP_ADDR      host:port of the mail server; unset: notifications go to the log
   LOG_LEVEL      debug, info, warn or error (default info)
+  STREAM_MAXLEN  roughly how many entries each outbound stream keeps (default 100000)
+  STREAM_CLAIM_IDLE      how long an inbound stream entry stays with a silent replica
+                         before another takes it over (default 30s)
+  STREAM_MAX_DELIVERIES  deliveries of an inbound entry before it is dead-lettered (default 5)
+  CONSUMER_NAME  this replica's name in the stream consumer group (default host-pid)
 `
 
 func main() {
