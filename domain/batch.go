@@ -59,9 +59,10 @@ func (b *Batch) SameAs(other *Batch) bool {
 	return b.ref == other.ref && b.sku == other.sku && b.purchased == other.purchased && b.eta.Equal(other.eta)
 }
 
-// CanAllocate reports whether the whole line fits into this batch.
+// CanAllocate reports whether the whole line fits into this batch. A line of
+// no or negative quantity never does: allocating it would add stock.
 func (b *Batch) CanAllocate(l OrderLine) bool {
-	return b.sku == l.SKU && b.AvailableQty() >= l.Qty
+	return b.sku == l.SKU && l.Qty > 0 && b.AvailableQty() >= l.Qty
 }
 
 // Allocate adds the line if it fits and is not there yet.

@@ -10,14 +10,21 @@ type OrderLine struct {
 
 // NewOrderLine refuses empty references and quantities outside 1..MaxQuantity.
 func NewOrderLine(orderID, sku string, qty int) (OrderLine, error) {
-	if err := validateReference("orderid", orderID); err != nil {
+	l := OrderLine{OrderID: orderID, SKU: sku, Qty: qty}
+	if err := l.validate(); err != nil {
 		return OrderLine{}, err
 	}
-	if err := validateReference("sku", sku); err != nil {
-		return OrderLine{}, err
+	return l, nil
+}
+
+// validate applies NewOrderLine's rules; the fields are exported, so a line
+// built as a literal is checked again where it could change stock.
+func (l OrderLine) validate() error {
+	if err := validateReference("orderid", l.OrderID); err != nil {
+		return err
 	}
-	if err := validateQuantity("qty", qty, 1); err != nil {
-		return OrderLine{}, err
+	if err := validateReference("sku", l.SKU); err != nil {
+		return err
 	}
-	return OrderLine{OrderID: orderID, SKU: sku, Qty: qty}, nil
+	return validateQuantity("qty", l.Qty, 1)
 }

@@ -75,6 +75,11 @@ func (p *Product) Allocate(l OrderLine) (string, error) {
 	if l.SKU != p.sku {
 		return "", &InvalidSKUError{SKU: l.SKU}
 	}
+	// A line built as a literal skips NewOrderLine; one of negative
+	// quantity would add stock.
+	if err := l.validate(); err != nil {
+		return "", err
+	}
 	for _, b := range p.batches {
 		if b.Has(l) {
 			return b.ref, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +14,8 @@ import (
 	"allocation/servicelayer"
 )
 
-// clock is a manual clock for the memory store.
+// clock is a manual clock for the memory store, so that retries fall due
+// without waiting.
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -36,6 +39,7 @@ func withClock(app testApp) *clock {
 	return c
 }
 
+// dispatch delivers whatever is due, as the background dispatcher does.
 func dispatch(t *testing.T, app testApp) {
 	t.Helper()
 	if err := servicelayer.NewDispatcher(app.bus, app.store, nil).DeliverDue(context.Background()); err != nil {
@@ -43,125 +47,291 @@ func dispatch(t *testing.T, app testApp) {
 	}
 }
 
-func TestAFailingEventHandlerNeverFailsTheCommandAndIsRetriedByTheDispatcher(t *testing.T) {
+func TestAFailingEventHandlerDoesNotFailTheCommandAndTheOtherHandlersStillRun(t *testing.T) {
+	t.Parallel()
 	app := newTestApp()
 	clk := withClock(app)
-	app.publisher.fail = 1
-	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: "FLAKY-LAMP", Qty: 10})
+	sku := uniqueName("SHAKEN-TABLE")
+	handle(t, app,
+		domain.CreateBatch{Ref: "batch1", SKU: sku, Qty: 50},
+		domain.CreateBatch{Ref: "batch2", SKU: sku, Qty: 25, ETA: tomorrow},
+		domain.Allocate{OrderID: "order1", SKU: sku, Qty: 20},
+		domain.Allocate{OrderID: "order2", SKU: sku, Qty: 20})
+	app.publisher.failNext(-1)
 
-	res, err := app.bus.Handle(context.Background(), domain.Allocate{OrderID: "o1", SKU: "FLAKY-LAMP", Qty: 1})
-	if err != nil || res.BatchRef != "b1" {
-		t.Fatalf("got %+v, %v", res, err)
+	// Both orders give way. order2 moves to batch2, whose Allocated cannot
+	// be published; order1 then fits nowhere, and its OutOfStock comes after
+	// the failing publication in the queue.
+	if _, err := app.bus.Handle(context.Background(), domain.ChangeBatchQuantity{Ref: "batch1", Qty: 5}); err != nil {
+		t.Fatalf("the command failed with its event handler: %v", err)
 	}
-	if view, _ := app.store.Allocations(context.Background(), "o1"); len(view) != 1 {
-		t.Fatalf("the read model lags behind a failing publisher: %v", view)
+
+	if got := viewOf(t, app, "order2"); !slices.Equal(got, []servicelayer.Allocation{{SKU: sku, BatchRef: "batch2"}}) {
+		t.Fatalf("reallocation did not run: view of order2 = %v", got)
 	}
-	dispatch(t, app)
-	if len(app.publisher.sent()) != 0 {
-		t.Fatal("retried before the backoff delay")
+	if got := viewOf(t, app, "order1"); len(got) != 0 {
+		t.Fatalf("view of order1 = %v, want nothing", got)
 	}
+	if got := app.notifier.sentTo(servicelayer.StockDesk); !slices.Equal(got, []string{"Out of stock for " + sku}) {
+		t.Fatalf("the notification after the failing handler did not run: %v", got)
+	}
+	if len(app.publisher.calls()) == 0 || len(app.publisher.sent()) != 2 {
+		t.Fatalf("publisher called %d times, published %d; want the two first allocations and failing calls",
+			len(app.publisher.calls()), len(app.publisher.sent()))
+	}
+	if got := app.logs.warnings("handler"); !slices.Contains(got, "publish_line_allocated") {
+		t.Fatalf("the failure was not logged: warnings name handlers %v", got)
+	}
+
+	// Once the publisher is back, the dispatcher retries the failed one.
+	app.publisher.failNext(0)
 	clk.Advance(time.Minute)
 	dispatch(t, app)
 	sent := app.publisher.sent()
-	if app.publisher.attempts != 2 || len(sent) != 1 || sent[0].Event.(domain.Allocated).OrderID != "o1" {
-		t.Fatalf("attempts %d, sent %v; want one retry that succeeds", app.publisher.attempts, sent)
+	want := domain.Allocated{OrderID: "order2", SKU: sku, Qty: 20, BatchRef: "batch2"}
+	if len(sent) != 3 || sent[2].Event != want || len(app.publisher.calls()) < 4 {
+		t.Fatalf("after the retry: published %v in %d calls; want %v retried and published", allocatedEvents(t, sent), len(app.publisher.calls()), want)
 	}
+}
+
+func TestAFailedEventHandlerIsRetriedWithTheSameMessageID(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	clk := withClock(app)
+	app.publisher.failNext(1)
+	sku := uniqueName("FLAKY-LAMP")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10})
+
+	res, err := app.bus.Handle(context.Background(), domain.Allocate{OrderID: "o1", SKU: sku, Qty: 1})
+	if err != nil || res.BatchRef != "b1" {
+		t.Fatalf("got %+v, %v; want b1", res, err)
+	}
+	if len(app.publisher.sent()) != 0 {
+		t.Fatal("published despite the failure")
+	}
+
 	dispatch(t, app)
-	if len(app.publisher.sent()) != 1 {
+	if got := len(app.publisher.calls()); got != 1 {
+		t.Fatalf("retried before the backoff delay: %d calls", got)
+	}
+	clk.Advance(time.Minute)
+	dispatch(t, app)
+
+	calls, sent := app.publisher.calls(), app.publisher.sent()
+	if len(calls) != 2 || len(sent) != 1 {
+		t.Fatalf("calls %d, published %d; want one retry that succeeds", len(calls), len(sent))
+	}
+	if calls[0].MessageID == "" || sent[0].MessageID != calls[0].MessageID {
+		t.Fatalf("the retry carries message id %q, the first attempt %q: a receiver could not recognise it", sent[0].MessageID, calls[0].MessageID)
+	}
+	want := domain.Allocated{OrderID: "o1", SKU: sku, Qty: 1, BatchRef: "b1"}
+	if sent[0].Event != want {
+		t.Fatalf("published %v, want %v", sent[0].Event, want)
+	}
+
+	clk.Advance(time.Hour)
+	dispatch(t, app)
+	if len(app.publisher.calls()) != 2 {
 		t.Fatal("a delivered event was delivered again")
 	}
 }
 
 func TestAnEventThatKeepsFailingIsParkedAsDeadAfterItsLastAttempt(t *testing.T) {
+	t.Parallel()
 	app := newTestApp()
 	clk := withClock(app)
 	app.store.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Second})
-	app.publisher.fail = 1000
-	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: "DEAD-LAMP", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "DEAD-LAMP", Qty: 1})
+	app.publisher.failNext(-1)
+	sku := uniqueName("DEAD-LAMP")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10}, domain.Allocate{OrderID: "o1", SKU: sku, Qty: 1})
+
 	for range 5 {
 		clk.Advance(time.Minute)
 		dispatch(t, app)
 	}
+
 	dead := app.store.Dead()
-	if app.publisher.attempts != 3 || len(dead) != 1 || dead[0].Handler != "publish_line_allocated" {
-		t.Fatalf("attempts %d, dead %v; want 3 attempts then parked", app.publisher.attempts, dead)
+	if len(app.publisher.calls()) != 3 || len(dead) != 1 || dead[0].Handler != "publish_line_allocated" {
+		t.Fatalf("calls %d, dead %v; want 3 attempts then parked", len(app.publisher.calls()), dead)
 	}
-	if app.store.Product("DEAD-LAMP").Batch("b1").AvailableQty() != 9 {
+	if committedProduct(t, app, sku).Batch("b1").AvailableQty() != 9 {
 		t.Fatal("the allocation was not kept")
 	}
 }
 
 func TestEventsOfOneProductArePublishedInOrderEvenAfterAFailure(t *testing.T) {
+	t.Parallel()
 	app := newTestApp()
 	clk := withClock(app)
-	app.publisher.fail = 1
-	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: "ORDERED", Qty: 10})
-	handle(t, app, domain.Allocate{OrderID: "first", SKU: "ORDERED", Qty: 1})
-	handle(t, app, domain.Allocate{OrderID: "second", SKU: "ORDERED", Qty: 1})
-	if len(app.publisher.sent()) != 0 {
-		t.Fatalf("second was published before first: %v", app.publisher.sent())
+	app.publisher.failNext(1)
+	sku := uniqueName("ORDERED")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10})
+	handle(t, app, domain.Allocate{OrderID: "first", SKU: sku, Qty: 1})
+	handle(t, app, domain.Allocate{OrderID: "second", SKU: sku, Qty: 1})
+	if got := app.publisher.sent(); len(got) != 0 {
+		t.Fatalf("second was published before first: %v", got)
 	}
+
 	clk.Advance(time.Minute)
 	dispatch(t, app)
-	sent := app.publisher.sent()
-	if len(sent) != 2 || sent[0].Event.(domain.Allocated).OrderID != "first" || sent[1].Event.(domain.Allocated).OrderID != "second" {
-		t.Fatalf("published %v; want first then second", sent)
+
+	got := allocatedEvents(t, app.publisher.sent())
+	if len(got) != 2 || got[0].OrderID != "first" || got[1].OrderID != "second" {
+		t.Fatalf("published %v; want first then second", got)
 	}
 }
 
 func TestACommandErrorReachesTheCallerAndNoEventIsHandled(t *testing.T) {
-	app := newTestApp()
-	if _, err := app.bus.Handle(context.Background(), domain.Allocate{OrderID: "o1", SKU: "NOPE", Qty: 1}); err == nil {
-		t.Fatal("no error")
+	t.Parallel()
+	cases := []struct {
+		name string
+		cmd  func(sku string) domain.Command
+		want error
+	}{
+		{"unknown sku", func(string) domain.Command {
+			return domain.Allocate{OrderID: "o1", SKU: uniqueName("NOPE"), Qty: 1}
+		}, domain.ErrInvalidSKU},
+		{"bad quantity", func(sku string) domain.Command { return domain.Allocate{OrderID: "o1", SKU: sku, Qty: 0} }, domain.ErrInvalid},
+		{"unknown batch", func(string) domain.Command { return domain.ChangeBatchQuantity{Ref: "ghost", Qty: 1} }, domain.ErrUnknownBatch},
+		{"batch ref of another sku", func(string) domain.Command {
+			return domain.CreateBatch{Ref: "b1", SKU: uniqueName("OTHER"), Qty: 1}
+		}, domain.ErrBatchExists},
 	}
-	if len(app.publisher.sent()) != 0 || len(app.notifier.sent) != 0 {
-		t.Fatal("events were handled for a failed command")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			app := newTestApp()
+			sku := uniqueName("CAREFUL-LAMP")
+			handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10}, domain.Allocate{OrderID: "o0", SKU: sku, Qty: 10})
+			published := len(app.publisher.calls())
+
+			_, err := app.bus.Handle(context.Background(), c.cmd(sku))
+
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if len(app.publisher.calls()) != published || app.notifier.destinations() != 0 {
+				t.Fatal("events were handled for a failed command")
+			}
+		})
+	}
+}
+
+// When the commit fails after the handler raised events, the caller gets
+// the error and the events die with the transaction: nothing is announced
+// that did not happen.
+func TestEventsOfACommandWhoseCommitFailsAreNeverHandled(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	errCommit := errors.New("commit failed")
+	bus := servicelayer.NewBus(servicelayer.Dependencies{
+		UoW:       failingCommit{Store: app.store, err: errCommit},
+		Publisher: app.publisher,
+		Notifier:  app.notifier,
+		Log:       slog.New(app.logs),
+	})
+	sku := uniqueName("DOOMED-LAMP")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10})
+
+	for _, cmd := range []domain.Command{
+		domain.Allocate{OrderID: "o1", SKU: sku, Qty: 1},   // raises Allocated
+		domain.Allocate{OrderID: "o2", SKU: sku, Qty: 100}, // raises OutOfStock
+	} {
+		if _, err := bus.Handle(context.Background(), cmd); !errors.Is(err, errCommit) {
+			t.Fatalf("%v: got %v, want the commit error", cmd, err)
+		}
+	}
+
+	if len(app.publisher.calls()) != 0 || app.notifier.destinations() != 0 {
+		t.Fatalf("published %d, notified %d: events of a rolled back command were handled",
+			len(app.publisher.calls()), app.notifier.destinations())
+	}
+	if got := committedProduct(t, app, sku).Batch("b1").AvailableQty(); got != 10 || len(viewOf(t, app, "o1")) != 0 {
+		t.Fatalf("available = %d, view %v: the rolled back allocation stayed", got, viewOf(t, app, "o1"))
+	}
+	dispatch(t, app)
+	if len(app.publisher.calls()) != 0 || app.notifier.destinations() != 0 {
+		t.Fatal("the dispatcher found events of a rolled back command")
 	}
 }
 
 func TestARepeatedInboundMessageIDIsProcessedOnce(t *testing.T) {
+	t.Parallel()
 	app := newTestApp()
-	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: "ONCE", Qty: 10})
-	ctx := servicelayer.WithMessageID(context.Background(), "m-1")
+	sku := uniqueName("ONCE")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10})
+	ctx := servicelayer.WithMessageID(context.Background(), uniqueName("m"))
 	if _, err := app.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
 		t.Fatal(err)
 	}
 	handle(t, app, domain.ChangeBatchQuantity{Ref: "b1", Qty: 8})
-	if _, err := app.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); !errors.Is(err, servicelayer.ErrDuplicateMessage) {
+
+	_, err := app.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
+
+	if !errors.Is(err, servicelayer.ErrDuplicateMessage) {
 		t.Fatalf("got %v, want ErrDuplicateMessage", err)
 	}
-	if got := app.store.Product("ONCE").Batch("b1").PurchasedQty(); got != 8 {
+	if got := committedProduct(t, app, sku).Batch("b1").PurchasedQty(); got != 8 {
 		t.Fatalf("purchased = %d, want the newer 8", got)
 	}
 }
 
-// Run with -race: one bus serves many goroutines and shares nothing between them.
-func TestTheBusIsSafeForConcurrentUse(t *testing.T) {
+// Run with -race: one bus and one store serve 100 goroutines; the store
+// serialises units of work, so exactly the stock there is gets allocated.
+func TestConcurrentAllocationsAllocateExactlyTheStock(t *testing.T) {
+	t.Parallel()
+	const orders, warehouse, shipment = 100, 30, 30
 	app := newTestApp()
-	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: "BUSY-CHAIR", Qty: 60})
+	sku := uniqueName("BUSY-CHAIR")
+	handle(t, app,
+		domain.CreateBatch{Ref: "warehouse", SKU: sku, Qty: warehouse},
+		domain.CreateBatch{Ref: "shipment", SKU: sku, Qty: shipment, ETA: tomorrow})
+
+	refs := make([]string, orders)
+	errs := make([]error, orders)
+	start := make(chan struct{})
 	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for i := range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := app.bus.Handle(context.Background(), domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: "BUSY-CHAIR", Qty: 1}); err != nil {
-				errs <- err
-			}
-		}()
+	for i := range orders {
+		wg.Go(func() {
+			<-start // all at once, to give the race detector something to see
+			res, err := app.bus.Handle(context.Background(), domain.Allocate{OrderID: fmt.Sprintf("o%03d", i), SKU: sku, Qty: 1})
+			refs[i], errs[i] = res.BatchRef, err
+		})
 	}
+	close(start)
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 	// Deliveries that found an earlier event of the product in flight were
 	// left to the dispatcher, which keeps their order.
 	dispatch(t, app)
-	if got := app.store.Product("BUSY-CHAIR").Batch("b1").AvailableQty(); got != 0 {
-		t.Fatalf("available = %d, want 0", got)
+
+	count := map[string]int{}
+	for i := range orders {
+		if errs[i] != nil {
+			t.Fatalf("order %d: %v", i, errs[i])
+		}
+		count[refs[i]]++
+		var want []servicelayer.Allocation
+		if refs[i] != "" {
+			want = []servicelayer.Allocation{{SKU: sku, BatchRef: refs[i]}}
+		}
+		if got := viewOf(t, app, fmt.Sprintf("o%03d", i)); !slices.Equal(got, want) {
+			t.Fatalf("order %d answered %q, view says %v", i, refs[i], got)
+		}
 	}
-	if len(app.publisher.sent()) != 60 || len(app.notifier.sent["stock@made.com"]) != 40 {
-		t.Fatalf("published %d, notified %d; want 60, 40", len(app.publisher.sent()), len(app.notifier.sent["stock@made.com"]))
+	if count["warehouse"] != warehouse || count["shipment"] != shipment || count[""] != orders-warehouse-shipment {
+		t.Fatalf("answers per batch %v; want %d, %d and %d out of stock", count, warehouse, shipment, orders-warehouse-shipment)
+	}
+	p := committedProduct(t, app, sku)
+	if got := available(p.Batch("warehouse"), p.Batch("shipment")); !slices.Equal(got, []int{0, 0}) {
+		t.Fatalf("available %v, want [0 0]", got)
+	}
+	if got := len(allocatedEvents(t, app.publisher.sent())); got != warehouse+shipment {
+		t.Fatalf("published %d, want %d", got, warehouse+shipment)
+	}
+	if got := len(app.notifier.sentTo(servicelayer.StockDesk)); got != orders-warehouse-shipment {
+		t.Fatalf("notified %d, want %d", got, orders-warehouse-shipment)
+	}
+	if dead := app.store.Dead(); len(dead) != 0 {
+		t.Fatalf("dead deliveries: %v", dead)
 	}
 }
