@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -64,23 +63,9 @@ func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *
 // settled: applied, or set aside as a dead letter. Only settled entries are
 // acknowledged; the others stay pending and come back.
 func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte) (settled bool)) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = reconnectInitial
-	bo.MaxInterval = reconnectMax
-	bo.MaxElapsedTime = 0
-	for {
-		err := r.read(ctx, streams, handle, bo.Reset)
-		if ctx.Err() != nil {
-			return nil
-		}
-		wait := bo.NextBackOff()
-		r.log.WarnContext(ctx, "redis stream read failed, retrying", "error", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
+	return untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"streams", streams}, func(healthy func()) error {
+		return r.read(ctx, streams, handle, healthy)
+	})
 }
 
 type streamHandler = func(ctx context.Context, stream, id string, payload []byte) (settled bool)

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -21,13 +20,6 @@ import (
 const (
 	DeadLetters    = "dead_letter"
 	MaxDeadLetters = 10_000
-)
-
-// Reconnection backoff: quick at first (a blip), capped so that a long outage
-// costs one attempt every few seconds.
-const (
-	reconnectInitial = 100 * time.Millisecond
-	reconnectMax     = 5 * time.Second
 )
 
 // Subscriber receives messages on prefixed channels and keeps dead letters.
@@ -69,31 +61,9 @@ func (s *Subscriber) Run(ctx context.Context, channels []string, handle func(ctx
 	slices.Sort(names)
 	names = slices.Compact(names) // the confirmation count must match
 
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = reconnectInitial
-	bo.MaxInterval = reconnectMax
-	bo.MaxElapsedTime = 0 // never give up while ctx lives
-	failures := 0         // in a row, since the last confirmed subscription
-	for {
-		err := s.listen(ctx, names, handle, func() {
-			bo.Reset()
-			failures = 0
-		})
-		if ctx.Err() != nil {
-			return nil
-		}
-		failures++
-		wait := bo.NextBackOff()
-		s.log.WarnContext(ctx, "redis subscription lost, re-subscribing",
-			"channels", names, "failures", failures, "retry_in", wait, "error", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	return untilCancelled(ctx, s.log, "redis subscription lost, re-subscribing", []any{"channels", names}, func(healthy func()) error {
+		return s.listen(ctx, names, handle, healthy)
+	})
 }
 
 // listen holds one subscription until it fails or ctx ends. subscribed is
