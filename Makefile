@@ -7,7 +7,7 @@ PKGS      := ./...
 TESTFLAGS ?= -race -count=1
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean fuzz
+.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean fuzz bench-go
 
 FUZZTIME ?= 60s
 
@@ -43,6 +43,9 @@ lint: ## gofmt, go vet and staticcheck must be clean
 fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 	$(GO) test -run='^$$' -fuzz='^FuzzHTTPRequestBodies$$' -fuzztime=$(FUZZTIME) ./tests/unit/
+
+bench-go: services ## Go benchmarks against the real PostgreSQL
+	$(GO) test -run='^$$' -bench=. -benchtime=2s ./tests/integration/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

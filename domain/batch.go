@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -43,6 +44,15 @@ func RestoreBatch(ref, sku string, purchased int, eta time.Time, lines []OrderLi
 	return b
 }
 
+// RestoreBatchInPart rebuilds a batch from storage when only some of its lines
+// are loaded: allocated is the total quantity allocated to it, lines the
+// loaded ones, oldest first. Storage loads what the next decision needs:
+// the line about to be allocated (Product.Allocate), or every line of the
+// batch whose quantity changes (Product.ChangeBatchQuantity).
+func RestoreBatchInPart(ref, sku string, purchased, allocated int, eta time.Time, lines []OrderLine) *Batch {
+	return &Batch{ref: ref, sku: sku, purchased: purchased, eta: dateOf(eta), lines: lines, allocated: allocated}
+}
+
 func (b *Batch) Ref() string          { return b.ref }
 func (b *Batch) SKU() string          { return b.sku }
 func (b *Batch) ETA() time.Time       { return b.eta }
@@ -81,12 +91,16 @@ func (b *Batch) Deallocate(l OrderLine) {
 	}
 }
 
-// deallocateOne removes the most recently allocated line.
-func (b *Batch) deallocateOne() OrderLine {
+// deallocateOne removes the most recently allocated line; it fails when
+// storage did not load the batch's lines.
+func (b *Batch) deallocateOne() (OrderLine, error) {
+	if len(b.lines) == 0 {
+		return OrderLine{}, fmt.Errorf("batch %s: %d allocated but no line loaded to deallocate", b.ref, b.allocated)
+	}
 	l := b.lines[len(b.lines)-1]
 	b.lines = b.lines[:len(b.lines)-1]
 	b.allocated -= l.Qty
-	return l
+	return l, nil
 }
 
 // arrivesBefore orders batches for allocation: warehouse stock first, then by ETA.

@@ -114,7 +114,10 @@ func (p *Product) ChangeBatchQuantity(ref string, qty int) error {
 	b.purchased = qty
 	p.version++
 	for b.AvailableQty() < 0 {
-		l := b.deallocateOne()
+		l, err := b.deallocateOne()
+		if err != nil {
+			return err
+		}
 		p.events = append(p.events, Deallocated{OrderID: l.OrderID, SKU: l.SKU, Qty: l.Qty})
 	}
 	return nil

@@ -62,7 +62,7 @@ func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []
 }
 
 func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error) {
-	product, err := tx.Products().Get(ctx, line.SKU)
+	product, err := tx.Products().GetForLine(ctx, line)
 	if err != nil {
 		return "", err
 	}

@@ -54,9 +54,16 @@ type Tx interface {
 // returns is remembered, so that the unit of work can save it and collect
 // its events.
 type Products interface {
-	// Get returns the product of sku, or nil when there is none.
+	// Get returns the product of sku with every allocated line, or nil when
+	// there is none.
 	Get(ctx context.Context, sku string) (*domain.Product, error)
-	// GetByBatchRef returns the product that holds batch ref, or nil.
+	// GetForLine returns the product of line.SKU, or nil, loaded for
+	// allocating line: every batch with its allocated quantity, and line
+	// itself where it is allocated; a store may leave the other lines out, so
+	// that allocating costs the same however many lines the product has.
+	GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error)
+	// GetByBatchRef returns the product that holds batch ref, or nil, with
+	// at least every line of that batch loaded.
 	GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error)
 	// Add registers a new product to be saved with the unit of work.
 	Add(ctx context.Context, p *domain.Product) error

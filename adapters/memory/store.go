@@ -290,6 +290,11 @@ func (r *repository) Get(_ context.Context, sku string) (*domain.Product, error)
 	return r.remember(rec.restore()), nil
 }
 
+// GetForLine loads the whole product: memory costs nothing.
+func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
+	return r.Get(ctx, line.SKU)
+}
+
 func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
 	for _, p := range r.seen {
 		if p.Batch(ref) != nil {

@@ -23,37 +23,36 @@ type productSnapshot struct {
 type batchSnapshot struct {
 	id        int64
 	purchased int
-	lines     []domain.OrderLine
+	allocated int
+	lines     []domain.OrderLine // the loaded ones
 }
 
 // repository is the Products port of one transaction.
 type repository tx
 
-// Get locks the product row before reading its batches, so that concurrent
-// writers of one product take turns instead of overwriting each other.
-func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
-	for _, p := range r.seen {
-		if p.SKU() == sku {
-			return p, nil
-		}
-	}
-	var version int
-	err := r.sql.GetContext(ctx, &version, `SELECT version_number FROM products WHERE sku = $1 FOR UPDATE`, sku)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock product %s: %w", sku, err)
-	}
-	p, snap, err := r.load(ctx, sku, version)
-	if err != nil {
-		return nil, err
-	}
-	r.seen = append(r.seen, p)
-	r.snapshots[sku] = snap
-	return p, nil
+// lineQuery selects (batch_id, orderid, qty) of the allocated lines to load,
+// oldest first; $1 is the product's batch ids, the other arguments its own.
+type lineQuery struct {
+	sql  string
+	args []any
 }
 
+// Get loads the product with every allocated line.
+func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
+	return r.get(ctx, sku, lineQuery{sql: `SELECT batch_id, orderid, qty FROM allocations WHERE batch_id = ANY($1) ORDER BY id`})
+}
+
+// GetForLine loads the batches with their allocated totals and only line
+// itself, where it is allocated: the cost does not grow with the product's
+// history.
+func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
+	return r.get(ctx, line.SKU, lineQuery{
+		sql:  `SELECT batch_id, orderid, qty FROM allocations WHERE batch_id = ANY($1) AND orderid = $2 AND sku = $3 AND qty = $4`,
+		args: []any{line.OrderID, line.SKU, line.Qty},
+	})
+}
+
+// GetByBatchRef loads the product holding ref with the lines of that batch.
 func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
 	for _, p := range r.seen {
 		if p.Batch(ref) != nil {
@@ -66,9 +65,38 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("find batch %s: %w", ref, err)
+		return nil, unavailable(fmt.Errorf("find batch %s: %w", ref, err))
 	}
-	return r.Get(ctx, sku)
+	return r.get(ctx, sku, lineQuery{
+		sql:  `SELECT a.batch_id, a.orderid, a.qty FROM allocations a JOIN batches b ON b.id = a.batch_id WHERE a.batch_id = ANY($1) AND b.reference = $2 ORDER BY a.id`,
+		args: []any{ref},
+	})
+}
+
+// get locks the product row before reading its batches, so that concurrent
+// writers of one product take turns instead of overwriting each other. A
+// product already handed out in this transaction is returned as it is.
+func (r *repository) get(ctx context.Context, sku string, lines lineQuery) (*domain.Product, error) {
+	for _, p := range r.seen {
+		if p.SKU() == sku {
+			return p, nil
+		}
+	}
+	var version int
+	err := r.sql.GetContext(ctx, &version, `SELECT version_number FROM products WHERE sku = $1 FOR UPDATE`, sku)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("lock product %s: %w", sku, err))
+	}
+	p, snap, err := r.load(ctx, sku, version, lines)
+	if err != nil {
+		return nil, err
+	}
+	r.seen = append(r.seen, p)
+	r.snapshots[sku] = snap
+	return p, nil
 }
 
 // Add inserts the product row at once, which also locks it; a concurrent
@@ -94,6 +122,7 @@ type batchRow struct {
 	ID        int64        `db:"id"`
 	Reference string       `db:"reference"`
 	Purchased int          `db:"purchased_quantity"`
+	Allocated int          `db:"allocated_quantity"`
 	ETA       sql.NullTime `db:"eta"`
 }
 
@@ -103,10 +132,10 @@ type lineRow struct {
 	Qty     int    `db:"qty"`
 }
 
-func (r *repository) load(ctx context.Context, sku string, version int) (*domain.Product, productSnapshot, error) {
+func (r *repository) load(ctx context.Context, sku string, version int, lines lineQuery) (*domain.Product, productSnapshot, error) {
 	var batchRows []batchRow
 	if err := r.sql.SelectContext(ctx, &batchRows,
-		`SELECT id, reference, purchased_quantity, eta FROM batches WHERE sku = $1 ORDER BY id`, sku); err != nil {
+		`SELECT id, reference, purchased_quantity, allocated_quantity, eta FROM batches WHERE sku = $1 ORDER BY id`, sku); err != nil {
 		return nil, productSnapshot{}, fmt.Errorf("load batches of %s: %w", sku, err)
 	}
 	ids := make([]int64, len(batchRows))
@@ -114,8 +143,7 @@ func (r *repository) load(ctx context.Context, sku string, version int) (*domain
 		ids[i] = b.ID
 	}
 	var lineRows []lineRow
-	if err := r.sql.SelectContext(ctx, &lineRows,
-		`SELECT batch_id, orderid, qty FROM allocations WHERE batch_id = ANY($1) ORDER BY id`, pq.Array(ids)); err != nil {
+	if err := r.sql.SelectContext(ctx, &lineRows, lines.sql, append([]any{pq.Array(ids)}, lines.args...)...); err != nil {
 		return nil, productSnapshot{}, fmt.Errorf("load allocations of %s: %w", sku, err)
 	}
 	linesOf := map[int64][]domain.OrderLine{}
@@ -125,9 +153,9 @@ func (r *repository) load(ctx context.Context, sku string, version int) (*domain
 	snap := productSnapshot{version: version, batches: make(map[string]batchSnapshot, len(batchRows))}
 	batches := make([]*domain.Batch, len(batchRows))
 	for i, b := range batchRows {
-		lines := linesOf[b.ID]
-		snap.batches[b.Reference] = batchSnapshot{id: b.ID, purchased: b.Purchased, lines: lines}
-		batches[i] = domain.RestoreBatch(b.Reference, sku, b.Purchased, b.ETA.Time, slices.Clone(lines))
+		loaded := linesOf[b.ID]
+		snap.batches[b.Reference] = batchSnapshot{id: b.ID, purchased: b.Purchased, allocated: b.Allocated, lines: loaded}
+		batches[i] = domain.RestoreBatchInPart(b.Reference, sku, b.Purchased, b.Allocated, b.ETA.Time, slices.Clone(loaded))
 	}
 	return domain.RestoreProduct(sku, version, batches), snap, nil
 }
@@ -169,13 +197,14 @@ func (t *tx) save(ctx context.Context, p *domain.Product) error {
 		switch {
 		case !ok:
 			if err := t.sql.GetContext(ctx, &old.id,
-				`INSERT INTO batches (reference, sku, purchased_quantity, eta) VALUES ($1, $2, $3, $4) RETURNING id`,
-				b.Ref(), b.SKU(), b.PurchasedQty(), nullDate(b.ETA())); err != nil {
+				`INSERT INTO batches (reference, sku, purchased_quantity, allocated_quantity, eta) VALUES ($1, $2, $3, $4, $5) RETURNING id`,
+				b.Ref(), b.SKU(), b.PurchasedQty(), b.AllocatedQty(), nullDate(b.ETA())); err != nil {
 				return fmt.Errorf("insert batch %s: %w", b.Ref(), err)
 			}
-		case old.purchased != b.PurchasedQty():
+		case old.purchased != b.PurchasedQty() || old.allocated != b.AllocatedQty():
 			if _, err := t.sql.ExecContext(ctx,
-				`UPDATE batches SET purchased_quantity = $1 WHERE id = $2`, b.PurchasedQty(), old.id); err != nil {
+				`UPDATE batches SET purchased_quantity = $1, allocated_quantity = $2 WHERE id = $3`,
+				b.PurchasedQty(), b.AllocatedQty(), old.id); err != nil {
 				return fmt.Errorf("update batch %s: %w", b.Ref(), err)
 			}
 		}

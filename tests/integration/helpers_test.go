@@ -14,7 +14,7 @@ import (
 )
 
 // freshDB opens a new, migrated database that is dropped when the test ends.
-func freshDB(t *testing.T) *sqlx.DB {
+func freshDB(t testing.TB) *sqlx.DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, testenv.FreshDatabase(t))
@@ -45,7 +45,7 @@ type nopNotifier struct{}
 func (nopNotifier) Send(context.Context, string, string) error { return nil }
 
 // postgresBus is the real bus on a fresh database.
-func postgresBus(t *testing.T) (*servicelayer.Bus, *sqlx.DB) {
+func postgresBus(t testing.TB) (*servicelayer.Bus, *sqlx.DB) {
 	t.Helper()
 	db := freshDB(t)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
@@ -55,3 +55,5 @@ func postgresBus(t *testing.T) (*servicelayer.Bus, *sqlx.DB) {
 	})
 	return bus, db
 }
+
+func newUoW(db *sqlx.DB) *postgres.UnitOfWork { return postgres.NewUnitOfWork(db, slog.Default()) }
