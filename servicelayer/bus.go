@@ -124,6 +124,12 @@ func (b *Bus) drain(ctx context.Context, queue []Envelope) {
 }
 
 func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Envelope, error) {
+	// What this handler raises was caused by d, in d's chain.
+	correlation := d.CorrelationID
+	if correlation == "" {
+		correlation = d.MessageID // the chain starts here
+	}
+	ctx = WithCause(ctx, Cause{CausationID: d.MessageID, CorrelationID: correlation})
 	var eh *eventHandler
 	for i, candidate := range b.events[d.Event.Name()] {
 		if candidate.name == d.Handler {

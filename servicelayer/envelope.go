@@ -20,13 +20,41 @@ type Envelope struct {
 	LogID      int64
 	MessageID  string
 	OccurredAt time.Time
-	Event      domain.Event
+	// CausationID is the id of the request, inbound message or event that
+	// directly caused this event; CorrelationID the id of the request or
+	// inbound message that started the chain. Together they let a chain
+	// (change -> deallocate -> reallocate -> line_allocated) be followed
+	// across services.
+	CausationID   string
+	CorrelationID string
+	Event         domain.Event
 }
 
-// Seal gives a new event its identity. The unit of work calls it when it
-// writes the event to the log.
-func Seal(ev domain.Event, now time.Time) Envelope {
-	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), Event: ev}
+// Seal gives a new event its identity, and the cause ctx carries. The unit
+// of work calls it when it writes the event to the log.
+func Seal(ctx context.Context, ev domain.Event, now time.Time) Envelope {
+	c := CauseOf(ctx)
+	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), CausationID: c.CausationID, CorrelationID: c.CorrelationID, Event: ev}
+}
+
+// Cause is why work is being done: what caused it directly, and what
+// started the chain it belongs to.
+type Cause struct {
+	CausationID   string
+	CorrelationID string
+}
+
+type causeKey struct{}
+
+// WithCause marks ctx as doing work for c. Logs of that work carry it.
+func WithCause(ctx context.Context, c Cause) context.Context {
+	return context.WithValue(ctx, causeKey{}, c)
+}
+
+// CauseOf returns the cause ctx carries, if any.
+func CauseOf(ctx context.Context) Cause {
+	c, _ := ctx.Value(causeKey{}).(Cause)
+	return c
 }
 
 // Delivery is one event for one of its handlers.

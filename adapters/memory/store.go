@@ -142,11 +142,11 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 	if id != "" {
 		s.inbox[id] = true
 	}
-	return s.commit(t), nil
+	return s.commit(ctx, t), nil
 }
 
 // Deliver implements servicelayer.UnitOfWork.
-func (s *Store) Deliver(_ context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
+func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	state := s.pending(d)
@@ -164,7 +164,7 @@ func (s *Store) Deliver(_ context.Context, d servicelayer.Delivery, fn func(tx s
 	}
 	state.attempts++
 	state.done = true
-	return s.commit(t), nil
+	return s.commit(ctx, t), nil
 }
 
 // pending returns the state of d when it may be delivered now: pending, and
@@ -240,12 +240,12 @@ func (s *Store) begin() *tx {
 }
 
 // commit writes t back and logs the events of the products it saw.
-func (s *Store) commit(t *tx) []servicelayer.Envelope {
+func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Envelope {
 	var out []servicelayer.Envelope
 	for _, p := range t.order {
 		s.products[p.SKU()] = record(p)
 		for _, ev := range p.PullEvents() {
-			env := servicelayer.Seal(ev, s.now())
+			env := servicelayer.Seal(ctx, ev, s.now())
 			env.LogID = int64(len(s.log) + 1)
 			entry := &logEntry{env: env, deliveries: map[string]*delivery{}}
 			for _, h := range servicelayer.EventHandlers(ev.Name()) {

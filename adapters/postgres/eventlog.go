@@ -78,12 +78,14 @@ func (l *EventLog) Close() error {
 }
 
 type deliveryRow struct {
-	EventID    int64     `db:"event_id"`
-	Handler    string    `db:"handler"`
-	MessageID  string    `db:"message_id"`
-	Name       string    `db:"name"`
-	Payload    []byte    `db:"payload"`
-	OccurredAt time.Time `db:"occurred_at"`
+	EventID       int64     `db:"event_id"`
+	Handler       string    `db:"handler"`
+	MessageID     string    `db:"message_id"`
+	Name          string    `db:"name"`
+	Payload       []byte    `db:"payload"`
+	OccurredAt    time.Time `db:"occurred_at"`
+	CausationID   string    `db:"causation_id"`
+	CorrelationID string    `db:"correlation_id"`
 }
 
 func (r deliveryRow) delivery() (servicelayer.Delivery, error) {
@@ -92,8 +94,9 @@ func (r deliveryRow) delivery() (servicelayer.Delivery, error) {
 		return servicelayer.Delivery{}, fmt.Errorf("event %d: %w", r.EventID, err)
 	}
 	return servicelayer.Delivery{
-		Envelope: servicelayer.Envelope{LogID: r.EventID, MessageID: r.MessageID, OccurredAt: r.OccurredAt.UTC(), Event: ev},
-		Handler:  r.Handler,
+		Envelope: servicelayer.Envelope{LogID: r.EventID, MessageID: r.MessageID, OccurredAt: r.OccurredAt.UTC(),
+			CausationID: r.CausationID, CorrelationID: r.CorrelationID, Event: ev},
+		Handler: r.Handler,
 	}, nil
 }
 
@@ -102,7 +105,7 @@ func (r deliveryRow) delivery() (servicelayer.Delivery, error) {
 func (l *EventLog) Due(ctx context.Context, limit int) ([]servicelayer.Delivery, error) {
 	var rows []deliveryRow
 	if err := l.db.SelectContext(ctx, &rows, `
-		SELECT e.id AS event_id, p.handler, e.message_id, e.name, e.payload, e.occurred_at
+		SELECT e.id AS event_id, p.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
 		FROM (
 			SELECT DISTINCT ON (aggregate, handler) event_id, handler, next_attempt_at
 			FROM event_deliveries WHERE status = 'pending'
@@ -153,7 +156,7 @@ func (l *EventLog) Dead(ctx context.Context) ([]DeadDelivery, error) {
 	}
 	if err := l.db.SelectContext(ctx, &rows, `
 		SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
-		       d.attempts, d.last_error, d.updated_at
+		       e.causation_id, e.correlation_id, d.attempts, d.last_error, d.updated_at
 		FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 		WHERE d.status = 'dead' ORDER BY e.id, d.handler`); err != nil {
 		return nil, fmt.Errorf("read dead deliveries: %w", err)

@@ -228,15 +228,15 @@ func (t *tx) recordInbound(ctx context.Context, messageID string) error {
 
 // logEvent writes ev to the event log with one pending delivery per handler.
 func (t *tx) logEvent(ctx context.Context, ev domain.Event) (servicelayer.Envelope, error) {
-	env := servicelayer.Seal(ev, time.Now())
+	env := servicelayer.Seal(ctx, ev, time.Now())
 	payload, err := encodeEvent(ev)
 	if err != nil {
 		return env, err
 	}
 	if err := t.sql.GetContext(ctx, &env.LogID, `
-		INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at)
-		VALUES ($1, $2, $3, $4, $5) RETURNING id`,
-		env.MessageID, ev.ProductSKU(), ev.Name(), payload, env.OccurredAt); err != nil {
+		INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+		env.MessageID, ev.ProductSKU(), ev.Name(), payload, env.OccurredAt, env.CausationID, env.CorrelationID); err != nil {
 		return env, fmt.Errorf("log event %s: %w", ev.Name(), err)
 	}
 	if _, err := t.sql.ExecContext(ctx, `

@@ -63,12 +63,14 @@ func (p *Publisher) SetStreamMaxLen(n int64) { p.maxLen = n }
 
 // lineAllocatedBody is the wire format of line_allocated.
 type lineAllocatedBody struct {
-	OrderID    string `json:"orderid"`
-	SKU        string `json:"sku"`
-	Qty        int    `json:"qty"`
-	BatchRef   string `json:"batchref"`
-	MessageID  string `json:"message_id"`
-	OccurredAt string `json:"occurred_at"`
+	OrderID       string `json:"orderid"`
+	SKU           string `json:"sku"`
+	Qty           int    `json:"qty"`
+	BatchRef      string `json:"batchref"`
+	MessageID     string `json:"message_id"`
+	OccurredAt    string `json:"occurred_at"`
+	CausationID   string `json:"causation_id,omitempty"`
+	CorrelationID string `json:"correlation_id,omitempty"`
 }
 
 // Publish sends env on the channel of its event, with its message_id and
@@ -90,12 +92,14 @@ func encode(env servicelayer.Envelope) (channel string, body []byte, err error) 
 	switch ev := env.Event.(type) {
 	case domain.Allocated:
 		body, err = json.Marshal(lineAllocatedBody{
-			OrderID:    ev.OrderID,
-			SKU:        ev.SKU,
-			Qty:        ev.Qty,
-			BatchRef:   ev.BatchRef,
-			MessageID:  env.MessageID,
-			OccurredAt: env.OccurredAt.UTC().Format(time.RFC3339Nano),
+			OrderID:       ev.OrderID,
+			SKU:           ev.SKU,
+			Qty:           ev.Qty,
+			BatchRef:      ev.BatchRef,
+			MessageID:     env.MessageID,
+			OccurredAt:    env.OccurredAt.UTC().Format(time.RFC3339Nano),
+			CausationID:   env.CausationID,
+			CorrelationID: env.CorrelationID,
 		})
 		return LineAllocated, body, err
 	default:

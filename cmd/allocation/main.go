@@ -17,6 +17,7 @@ import (
 
 	"allocation/adapters/postgres"
 	"allocation/bootstrap"
+	"allocation/servicelayer"
 )
 
 const usage = `allocation allocates order lines to batches of stock.
@@ -57,7 +58,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "configuration: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := slog.New(servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 

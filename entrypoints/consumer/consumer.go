@@ -148,6 +148,7 @@ func (c *Consumer) apply(ctx context.Context, channel string, payload []byte, fa
 	}
 	if msg.ID != "" {
 		ctx = servicelayer.WithMessageID(ctx, msg.ID)
+		ctx = servicelayer.WithCause(ctx, servicelayer.Cause{CausationID: msg.ID, CorrelationID: msg.ID})
 	}
 	_, err = c.bus.Handle(ctx, msg.Command)
 	if errors.Is(err, servicelayer.ErrDuplicateMessage) {

@@ -58,7 +58,14 @@ func New(cfg Config) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
-	e.Use(middleware.RequestID())
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		// The request id is the cause of all the request's work: its logs and
+		// the events it raises carry it.
+		RequestIDHandler: func(c echo.Context, id string) {
+			ctx := servicelayer.WithCause(c.Request().Context(), servicelayer.Cause{CausationID: id, CorrelationID: id})
+			c.SetRequest(c.Request().WithContext(ctx))
+		},
+	}))
 	e.Use(accessLog(cfg.Log))
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit(cfg.BodyLimit))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,12 +13,14 @@ import (
 )
 
 type lineAllocated struct {
-	OrderID    string `json:"orderid"`
-	SKU        string `json:"sku"`
-	Qty        int    `json:"qty"`
-	BatchRef   string `json:"batchref"`
-	MessageID  string `json:"message_id"`
-	OccurredAt string `json:"occurred_at"`
+	OrderID       string `json:"orderid"`
+	SKU           string `json:"sku"`
+	Qty           int    `json:"qty"`
+	BatchRef      string `json:"batchref"`
+	MessageID     string `json:"message_id"`
+	OccurredAt    string `json:"occurred_at"`
+	CausationID   string `json:"causation_id"`
+	CorrelationID string `json:"correlation_id"`
 }
 
 func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
@@ -35,7 +38,8 @@ func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
 	}
 
 	messages := s.subscribe("line_allocated")
-	s.publish("change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5})
+	changeID := testenv.RandomName("change-")
+	s.publish("change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5, "message_id": changeID})
 
 	var got lineAllocated
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -53,6 +57,14 @@ func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
 	})
 	if got.SKU != sku || got.Qty != 10 || got.MessageID == "" {
 		t.Fatalf("line_allocated fields: %+v", got)
+	}
+	// The chain can be followed: started by the change message, caused by the
+	// Deallocated event it led to.
+	if got.CorrelationID != changeID || got.CausationID == "" || got.CausationID == changeID {
+		t.Fatalf("correlation %q, causation %q; want the change's id %q and the deallocation's", got.CorrelationID, got.CausationID, changeID)
+	}
+	if !strings.Contains(s.logs.String(), `"correlation_id":"`+changeID+`"`) {
+		t.Fatalf("no log line of the change's work carries its id %s", changeID)
 	}
 	if _, err := time.Parse(time.RFC3339, got.OccurredAt); err != nil {
 		t.Fatalf("occurred_at %q is not RFC 3339: %v", got.OccurredAt, err)
