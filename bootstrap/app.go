@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"allocation/adapters/metrics"
 	"allocation/adapters/notifications"
 	"allocation/adapters/postgres"
 	"allocation/adapters/redis"
@@ -65,6 +66,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 
+	m := metrics.New()
+	m.WatchDB(db.DB)
+	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
+		pending, dead, oldest, err := events.Backlog(ctx)
+		return metrics.BacklogStats{Pending: pending, Dead: dead, OldestPending: oldest}, err
+	})
+
 	var notifier servicelayer.Notifier = notifications.NewLog(log)
 	if cfg.SMTPAddr != "" {
 		notifier = notifications.NewSMTP(cfg.SMTPAddr, "")
@@ -76,6 +84,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Publisher: publisher,
 		Notifier:  notifier,
 		Log:       log,
+		Observer:  m,
 	})
 	api := httpapi.New(httpapi.Config{
 		Bus:   bus,
@@ -84,7 +93,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			{Name: "postgres", Ping: db.PingContext},
 			{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},
 		},
-		Log: log,
+		Log:     log,
+		Observe: m.HTTPRequest,
+		Metrics: m.Handler(),
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
 	streams := redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
@@ -92,11 +103,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ClaimIdle:     cfg.StreamClaimIdle,
 		MaxDeliveries: cfg.StreamMaxDeliveries,
 	}, log)
+	inbound := consumer.New(bus, sub, log)
+	inbound.Observe(m.InboundMessage)
 	return &App{
 		streams:    streams,
 		Bus:        bus,
 		Handler:    api,
-		Consumer:   consumer.New(bus, sub, log),
+		Consumer:   inbound,
 		Dispatcher: servicelayer.NewDispatcher(bus, events, log),
 		Events:     events,
 		cfg:        cfg,

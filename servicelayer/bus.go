@@ -31,6 +31,7 @@ type Bus struct {
 	commands map[string]commandHandler
 	events   map[string][]eventHandler
 	log      *slog.Logger
+	observer Observer
 }
 
 // Dependencies are the adapters the handlers need.
@@ -39,14 +40,30 @@ type Dependencies struct {
 	Publisher Publisher
 	Notifier  Notifier
 	Log       *slog.Logger
+	// Observer is told the outcome of every command and delivery; optional.
+	Observer Observer
 }
+
+// Observer is told what the bus did, for metrics.
+type Observer interface {
+	CommandHandled(command string, err error)
+	EventDelivered(handler string, err error)
+}
+
+type noObserver struct{}
+
+func (noObserver) CommandHandled(string, error) {}
+func (noObserver) EventDelivered(string, error) {}
 
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
 	h := handlers{uow: deps.UoW, publisher: deps.Publisher, notifier: deps.Notifier}
-	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h)}
+	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer}
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	if b.observer == nil {
+		b.observer = noObserver{}
 	}
 	b.commands = map[string]commandHandler{
 		domain.CreateBatch{}.Name():         command(h.createBatch),
@@ -94,6 +111,7 @@ func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
 		return Result{}, fmt.Errorf("no handler for command %s", cmd.Name())
 	}
 	res, events, err := h(ctx, cmd)
+	b.observer.CommandHandled(cmd.Name(), err)
 	if err != nil {
 		return Result{}, err
 	}
@@ -140,6 +158,7 @@ func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Envelope, error) {
 		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
 	}
 	more, err := b.uow.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
+	b.observer.EventDelivered(d.Handler, err)
 	switch {
 	case errors.Is(err, ErrNotDelivered):
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)

@@ -190,3 +190,25 @@ func (l *EventLog) Replay(ctx context.Context, eventID int64) (int, error) {
 	}
 	return n, nil
 }
+
+// Backlog counts the deliveries not done and parked as dead, and says when
+// the oldest event with a pending delivery occurred (zero when none).
+func (l *EventLog) Backlog(ctx context.Context) (pending, dead int, oldest time.Time, err error) {
+	var row struct {
+		Pending int        `db:"pending"`
+		Dead    int        `db:"dead"`
+		Oldest  *time.Time `db:"oldest"`
+	}
+	if err := l.db.GetContext(ctx, &row, `
+		SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+		       count(*) FILTER (WHERE d.status = 'dead') AS dead,
+		       min(e.occurred_at) FILTER (WHERE d.status = 'pending') AS oldest
+		FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
+		WHERE d.status <> 'done'`); err != nil {
+		return 0, 0, time.Time{}, fmt.Errorf("read event log backlog: %w", err)
+	}
+	if row.Oldest != nil {
+		oldest = *row.Oldest
+	}
+	return row.Pending, row.Dead, oldest, nil
+}

@@ -44,17 +44,22 @@ type StreamSource interface {
 
 // Consumer feeds the bus from a Source.
 type Consumer struct {
-	bus    Bus
-	source Source
-	log    *slog.Logger
+	bus     Bus
+	source  Source
+	log     *slog.Logger
+	observe func(channel, outcome string)
 }
+
+// Observe has fn told what became of every message: handled, duplicate,
+// dead_lettered or unsettled (left pending on its stream).
+func (c *Consumer) Observe(fn func(channel, outcome string)) { c.observe = fn }
 
 // New builds a consumer that feeds bus from source, logging to log.
 func New(bus Bus, source Source, log *slog.Logger) *Consumer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Consumer{bus: bus, source: source, log: log}
+	return &Consumer{bus: bus, source: source, log: log, observe: func(string, string) {}}
 }
 
 // Run consumes the change_batch_quantity and allocate channels until ctx
@@ -74,7 +79,13 @@ func (c *Consumer) RunStreams(ctx context.Context, streams StreamSource) error {
 // handle applies a pub/sub message; one that cannot be applied is set aside,
 // since pub/sub will not bring it back.
 func (c *Consumer) handle(ctx context.Context, channel string, payload []byte) {
-	if err := c.process(ctx, channel, payload, ""); err != nil {
+	err := c.process(ctx, channel, payload, "")
+	switch {
+	case err == nil:
+		c.observe(channel, "handled")
+	case errors.Is(err, errDuplicate):
+		c.observe(channel, "duplicate")
+	default:
 		c.setAside(ctx, channel, payload, err)
 	}
 }
@@ -86,8 +97,13 @@ func (c *Consumer) settle(ctx context.Context, stream, id string, payload []byte
 	err := c.process(ctx, stream, payload, "stream:"+stream+":"+id)
 	switch {
 	case err == nil:
+		c.observe(stream, "handled")
+		return true
+	case errors.Is(err, errDuplicate):
+		c.observe(stream, "duplicate")
 		return true
 	case errors.Is(err, servicelayer.ErrUnavailable):
+		c.observe(stream, "unsettled")
 		return false
 	}
 	return c.setAside(ctx, stream, payload, err)
@@ -125,8 +141,10 @@ func (c *Consumer) setAside(ctx context.Context, channel string, payload []byte,
 	defer cancel()
 	if dlErr := c.source.DeadLetter(dctx, channel, payload, err.Error()); dlErr != nil {
 		c.log.ErrorContext(ctx, "dead letter lost", "channel", channel, "payload", string(payload), "error", dlErr)
+		c.observe(channel, "unsettled")
 		return false
 	}
+	c.observe(channel, "dead_lettered")
 	return true
 }
 
@@ -154,7 +172,7 @@ func (c *Consumer) apply(ctx context.Context, channel string, payload []byte, fa
 	if errors.Is(err, servicelayer.ErrDuplicateMessage) {
 		// Processed before: acknowledging it again is all there is to do.
 		c.log.InfoContext(ctx, "duplicate message skipped", "channel", channel, "message_id", msg.ID)
-		return nil
+		return errDuplicate
 	}
 	if err != nil {
 		return err
@@ -162,6 +180,9 @@ func (c *Consumer) apply(ctx context.Context, channel string, payload []byte, fa
 	c.log.DebugContext(ctx, "message handled", "channel", channel, "command", msg.Command.Name(), "message_id", msg.ID)
 	return nil
 }
+
+// errDuplicate: the message was processed before and is skipped.
+var errDuplicate = errors.New("duplicate message")
 
 // decodeError marks a message that is not what its channel carries.
 type decodeError struct{ err error }

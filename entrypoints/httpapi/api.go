@@ -42,6 +42,11 @@ type Config struct {
 	// RequestTimeout bounds the work of one request (4 s when zero): a
 	// dependency that hangs gets a 503 instead of a hung client.
 	RequestTimeout time.Duration
+	// Observe, when set, is told of every answered request, with the route
+	// pattern (not the path), for metrics.
+	Observe func(method, route string, status int, d time.Duration)
+	// Metrics, when set, is served at GET /metrics.
+	Metrics http.Handler
 }
 
 // New returns the API's handler.
@@ -66,7 +71,7 @@ func New(cfg Config) *echo.Echo {
 			c.SetRequest(c.Request().WithContext(ctx))
 		},
 	}))
-	e.Use(accessLog(cfg.Log))
+	e.Use(accessLog(cfg.Log, cfg.Observe))
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit(cfg.BodyLimit))
 	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{
@@ -81,11 +86,17 @@ func New(cfg Config) *echo.Echo {
 	e.GET("/allocations/:orderid", h.allocations)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
 	return e
 }
 
 // accessLog writes one line per request.
-func accessLog(log *slog.Logger) echo.MiddlewareFunc {
+func accessLog(log *slog.Logger, observe func(method, route string, status int, d time.Duration)) echo.MiddlewareFunc {
+	if observe == nil {
+		observe = func(string, string, int, time.Duration) {}
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
@@ -95,6 +106,11 @@ func accessLog(log *slog.Logger) echo.MiddlewareFunc {
 				c.Error(err)
 			}
 			status := c.Response().Status
+			route := c.Path()
+			if route == "" {
+				route = "unmatched" // unknown paths must not each become a label
+			}
+			observe(c.Request().Method, route, status, time.Since(start))
 			level := slog.LevelInfo
 			if status >= http.StatusInternalServerError {
 				level = slog.LevelError

@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +193,41 @@ func TestStopsGracefullyOnSIGTERM(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("took %s to stop", d)
 	}
+}
+
+// /metrics counters move with traffic: requests, commands, deliveries,
+// inbound messages, the event log backlog and the database pool.
+func TestMetricsMoveWithTraffic(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	sku, ref := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 10, nil)
+	s.post("/allocate", map[string]any{"orderid": "m1", "sku": sku, "qty": 1})
+	s.post("/allocate", map[string]any{"orderid": "m2", "sku": "nope", "qty": 1})
+	s.publish("allocate", map[string]any{"orderid": "m3", "sku": sku, "qty": 1})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get(s.url + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{
+			`allocation_http_requests_total{method="POST",route="/allocate",status="202"} 1`,
+			`allocation_http_requests_total{method="POST",route="/allocate",status="400"} 1`,
+			`allocation_http_request_duration_seconds_count{method="POST",route="/allocate"} 2`,
+			`allocation_commands_total{command="allocate",outcome="failed"} 1`,
+			`allocation_commands_total{command="create_batch",outcome="ok"} 1`,
+			`allocation_event_deliveries_total{handler="publish_line_allocated",outcome="delivered"} 2`,
+			`allocation_inbound_messages_total{channel="allocate",outcome="handled"} 1`,
+			`allocation_event_deliveries_pending 0`,
+			`allocation_event_deliveries_dead 0`,
+			`go_sql_max_open_connections{db_name="allocation"} 20`,
+		} {
+			if !strings.Contains(string(body), want) {
+				return fmt.Errorf("/metrics lacks %s", want)
+			}
+		}
+		return nil
+	})
 }

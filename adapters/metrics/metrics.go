@@ -1,0 +1,142 @@
+// Package metrics exposes what the service does as Prometheus metrics:
+// HTTP requests, commands, event deliveries, inbound messages, the event
+// log's backlog and the database pool.
+package metrics
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"allocation/servicelayer"
+)
+
+// Metrics holds the service's collectors in a registry of its own.
+type Metrics struct {
+	reg          *prometheus.Registry
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	commands     *prometheus.CounterVec
+	deliveries   *prometheus.CounterVec
+	inbound      *prometheus.CounterVec
+}
+
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "allocation_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"method", "route"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_commands_total", Help: "Commands handled, by command and outcome (ok, failed).",
+		}, []string{"command", "outcome"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_event_deliveries_total", Help: "Event deliveries by handler and outcome (delivered, failed: retried later or parked as dead, skipped: left to its turn).",
+		}, []string{"handler", "outcome"}),
+		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_inbound_messages_total", Help: "Inbound Redis messages by channel and outcome (handled, duplicate, dead_lettered, unsettled).",
+		}, []string{"channel", "outcome"}),
+	}
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// HTTPRequest counts one answered request; route is the route pattern, not
+// the path, so that ids do not explode the label set.
+func (m *Metrics) HTTPRequest(method, route string, status int, d time.Duration) {
+	m.httpRequests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.httpDuration.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+// CommandHandled implements servicelayer.Observer.
+func (m *Metrics) CommandHandled(command string, err error) {
+	m.commands.WithLabelValues(command, outcome(err, "ok")).Inc()
+}
+
+// EventDelivered implements servicelayer.Observer.
+func (m *Metrics) EventDelivered(handler string, err error) {
+	o := outcome(err, "delivered")
+	if errors.Is(err, servicelayer.ErrNotDelivered) {
+		o = "skipped"
+	}
+	m.deliveries.WithLabelValues(handler, o).Inc()
+}
+
+// InboundMessage counts one inbound message by what became of it.
+func (m *Metrics) InboundMessage(channel, outcome string) {
+	m.inbound.WithLabelValues(channel, outcome).Inc()
+}
+
+func outcome(err error, ok string) string {
+	if err == nil {
+		return ok
+	}
+	return "failed"
+}
+
+// WatchDB exports the connection pool's statistics.
+func (m *Metrics) WatchDB(db *sql.DB) {
+	m.reg.MustRegister(collectors.NewDBStatsCollector(db, "allocation"))
+}
+
+// BacklogStats is what the event log says about deliveries left to do.
+type BacklogStats struct {
+	Pending, Dead int
+	// OldestPending is when the oldest pending event occurred; zero if none.
+	OldestPending time.Time
+}
+
+// WatchEventLog exports the event log's backlog, read at each scrape.
+func (m *Metrics) WatchEventLog(stats func(ctx context.Context) (BacklogStats, error)) {
+	m.reg.MustRegister(&backlogCollector{stats: stats})
+}
+
+var (
+	pendingDesc = prometheus.NewDesc("allocation_event_deliveries_pending", "Event deliveries not done yet.", nil, nil)
+	deadDesc    = prometheus.NewDesc("allocation_event_deliveries_dead", "Event deliveries parked as dead.", nil, nil)
+	oldestDesc  = prometheus.NewDesc("allocation_event_oldest_pending_age_seconds", "Age of the oldest event with a delivery not done.", nil, nil)
+)
+
+type backlogCollector struct {
+	stats func(ctx context.Context) (BacklogStats, error)
+}
+
+func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pendingDesc
+	ch <- deadDesc
+	ch <- oldestDesc
+}
+
+func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := c.stats(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
+		return
+	}
+	age := 0.0
+	if !s.OldestPending.IsZero() {
+		age = time.Since(s.OldestPending).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(s.Pending))
+	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(s.Dead))
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
+}
