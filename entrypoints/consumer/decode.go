@@ -101,12 +101,7 @@ func decodeAllocate(payload []byte) (Message, error) {
 	return Message{Command: domain.Allocate{OrderID: *b.OrderID, SKU: *b.SKU, Qty: *b.Qty}, ID: id}, err
 }
 
-func reference(field, v string) error {
-	if v == "" || len(v) > domain.MaxReferenceLength {
-		return &wire.FieldError{Field: field, Reason: fmt.Sprintf("must be 1 to %d bytes", domain.MaxReferenceLength)}
-	}
-	return nil
-}
+func reference(field, v string) error { return domain.CheckReference(field, v) }
 
 func quantity(field string, v, minimum int) error {
 	if v < minimum || v > domain.MaxQuantity {

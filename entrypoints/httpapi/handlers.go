@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -86,8 +85,8 @@ func (h handlers) allocate(c echo.Context) error {
 
 func (h handlers) allocations(c echo.Context) error {
 	orderID := c.Param("orderid")
-	if orderID == "" || len(orderID) > domain.MaxReferenceLength {
-		return &wire.FieldError{Field: "orderid", Reason: fmt.Sprintf("must be 1 to %d bytes", domain.MaxReferenceLength)}
+	if err := domain.CheckReference("orderid", orderID); err != nil {
+		return err
 	}
 	rows, err := h.views.Allocations(c.Request().Context(), orderID)
 	if err != nil {

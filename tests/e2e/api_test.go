@@ -170,11 +170,19 @@ func TestMalformedRequestsAreRefusedWithAMessage(t *testing.T) {
 		{"/add_batch", `{"ref": "b", "sku": "s", "qty": -1, "eta": null}`},
 		{"/add_batch", `{"ref": "", "sku": "s", "qty": 1, "eta": null}`},
 		{"/add_batch", `{"ref": "b", "sku": "s", "qty": 1, "eta": null, "colour": "red"}`},
+		{"/add_batch", `{"ref": "b\u0000", "sku": "s", "qty": 1, "eta": null}`},
+		{"/allocate", `{"orderid": "o\u0000", "sku": "` + sku + `", "qty": 1}`},
+		{"/allocate", `{"orderid": "o", "sku": "` + sku + `", "qty": 1, "qty": 2}`},
 	}
 	for _, c := range cases {
 		status, body := s.postRaw(c.path, "application/json", []byte(c.body))
 		if status < 400 || status >= 500 || body["message"] == nil || body["message"] == "" {
 			t.Errorf("POST %s %s: got %d %v, want 4xx with a message", c.path, c.body, status, body)
+		}
+	}
+	for _, path := range []string{"/allocations/o%00", "/allocations/" + strings.Repeat("x", 300)} {
+		if status, _ := s.allocations(path[len("/allocations/"):]); status != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400", path, status)
 		}
 	}
 	status, body := s.post("/allocate", map[string]any{"orderid": "still-alive", "sku": sku, "qty": 1})
