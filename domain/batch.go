@@ -31,6 +31,9 @@ func NewBatch(ref, sku string, qty int, eta time.Time) (*Batch, error) {
 	if err := validateQuantity("qty", qty, 0); err != nil {
 		return nil, err
 	}
+	if !eta.IsZero() && (eta.Year() < MinETAYear || eta.Year() > MaxETAYear) {
+		return nil, &ValidationError{Field: "eta", Reason: fmt.Sprintf("must be a date from year %d to %d, or none", MinETAYear, MaxETAYear)}
+	}
 	return &Batch{ref: ref, sku: sku, purchased: qty, eta: dateOf(eta)}, nil
 }
 

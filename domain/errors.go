@@ -14,6 +14,9 @@ import (
 const (
 	MaxReferenceLength = 255
 	MaxQuantity        = 1_000_000_000
+	// An ETA outside these years is a typo, not a shipment.
+	MinETAYear = 1900
+	MaxETAYear = 9999
 )
 
 var (

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -51,8 +52,9 @@ func (h handlers) addBatch(c echo.Context) error {
 	var eta time.Time
 	if b.ETA != nil {
 		var err error
-		if eta, err = time.Parse(time.DateOnly, *b.ETA); err != nil {
-			return &wire.FieldError{Field: "eta", Reason: "must be a date as YYYY-MM-DD, or null"}
+		// Year 1 would read as "no ETA" in the model: the range check is here.
+		if eta, err = time.Parse(time.DateOnly, *b.ETA); err != nil || eta.Year() < domain.MinETAYear || eta.Year() > domain.MaxETAYear {
+			return &wire.FieldError{Field: "eta", Reason: fmt.Sprintf("must be a date as YYYY-MM-DD from year %d to %d, or null", domain.MinETAYear, domain.MaxETAYear)}
 		}
 	}
 	cmd := domain.CreateBatch{Ref: *b.Ref, SKU: *b.SKU, Qty: *b.Qty, ETA: eta}

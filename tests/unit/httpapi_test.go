@@ -129,6 +129,8 @@ func TestHTTPRefusesMalformedRequestsWithAMessageNamingTheField(t *testing.T) {
 		{"/allocate", "text/plain", `{"orderid": "o", "sku": "LAMP", "qty": 1}`, 415, "Content-Type"},
 		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "2011-13-01"}`, 400, "eta"},
 		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "01/02/2011"}`, 400, "eta"},
+		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "0000-01-01"}`, 400, "eta"},
+		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": 1, "eta": "0001-01-01"}`, 400, "eta"},
 		{"/add_batch", "application/json", `{"ref": "b2", "sku": "LAMP", "qty": -1, "eta": null}`, 400, "qty"},
 		{"/add_batch", "application/json", `{"ref": "", "sku": "LAMP", "qty": 1, "eta": null}`, 400, "ref"},
 		{"/add_batch", "application/json", `{"ref": "b2", "qty": 1, "eta": null}`, 400, "sku"},
