@@ -52,3 +52,9 @@ fmt:
 
 clean:
 	rm -rf bin
+
+.PHONY: bench
+BENCHFLAGS ?=
+bench: services ## measure the service against issue 5's targets (BENCHFLAGS=-quick for a smoke run)
+	$(GO) build -o $(BIN) ./cmd/allocation
+	$(GO) run ./cmd/loadgen -bin $(BIN) $(BENCHFLAGS)

@@ -1,0 +1,323 @@
+// Command loadgen measures the allocation service (issue 5): /allocate
+// throughput and latency against a raw SQL reference, the change →
+// line_allocated round trip, inbound stream throughput, allocation cost after
+// a long history, and peak memory. It prints one table with the targets.
+//
+//	go build -o bin/allocation ./cmd/allocation && go run ./cmd/loadgen -bin bin/allocation
+//
+// It measures only: a missed target is reported, not an error. It exits
+// non-zero when the harness itself fails.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+type config struct {
+	bin       string
+	target    string
+	serviceDB string
+	prefix    string
+	adminURL  string
+	redisURL  string
+	duration  time.Duration
+	quick     bool
+}
+
+// sizes of one run: the full one, or the -quick smoke run.
+type sizes struct {
+	roundTrips int
+	inbound    int
+	histories  []int
+	samples    int
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.bin, "bin", "bin/allocation", "the allocation binary to start (ignored with -target)")
+	flag.StringVar(&cfg.target, "target", "", "URL of an already running service to drive instead (e.g. http://127.0.0.1:8080)")
+	flag.StringVar(&cfg.serviceDB, "service-db", "", "with -target: the service's DATABASE_URL, for the history phase")
+	flag.StringVar(&cfg.prefix, "prefix", "", "with -target: the service's REDIS_PREFIX")
+	flag.StringVar(&cfg.adminURL, "db", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL to create the bench database on")
+	flag.StringVar(&cfg.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis")
+	flag.DurationVar(&cfg.duration, "duration", 0, "length of each load phase (default 8s, 2s with -quick)")
+	flag.BoolVar(&cfg.quick, "quick", false, "a short smoke run: shorter phases, smaller histories")
+	flag.Parse()
+	if cfg.duration == 0 {
+		cfg.duration = 8 * time.Second
+		if cfg.quick {
+			cfg.duration = 2 * time.Second
+		}
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "loadgen: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, cfg config, out io.Writer) (err error) {
+	sz := sizes{roundTrips: 200, inbound: 10_000, histories: []int{0, 10_000, 100_000}, samples: 200}
+	if cfg.quick {
+		sz = sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
+	}
+	opts, err := goredis.ParseURL(cfg.redisURL)
+	if err != nil {
+		return fmt.Errorf("parse -redis: %w", err)
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("reach Redis at %s (make services starts it): %w", cfg.redisURL, err)
+	}
+
+	dbName := randomName("bench_")
+	dbURL, err := createDatabase(ctx, cfg.adminURL, dbName)
+	if err != nil {
+		return fmt.Errorf("%w (make services starts PostgreSQL)", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if derr := dropDatabase(dctx, cfg.adminURL, dbName); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+
+	b := &bench{http: newHTTPClient(), rdb: rdb, run: randomName("")}
+	var svc *service
+	serviceDBURL := cfg.serviceDB
+	if cfg.target != "" {
+		b.url, b.prefix = strings.TrimSuffix(cfg.target, "/"), cfg.prefix
+	} else {
+		b.prefix = randomName("bench") + "."
+		progress("starting %s serve on database %s, Redis prefix %s", cfg.bin, dbName, b.prefix)
+		svc, err = startService(ctx, cfg.bin, dbURL, cfg.redisURL, b.prefix, rdb)
+		if err != nil {
+			return err
+		}
+		// Deferred in this order, the service stops before its keys go.
+		defer deleteKeys(rdb, b.prefix)
+		defer svc.stop()
+		b.url, serviceDBURL = svc.url, dbURL
+	}
+	if serviceDBURL != "" {
+		if b.db, err = sqlx.ConnectContext(ctx, "postgres", serviceDBURL); err != nil {
+			return fmt.Errorf("connect the service's database: %w", err)
+		}
+		defer b.db.Close()
+	}
+
+	progress("preparing 100 SKUs and a hot one through the API")
+	spread, hot, err := b.prepare(ctx, 100)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	raw, err := newRawSQL(ctx, dbURL, append(append([]string(nil), spread...), hot))
+	if err != nil {
+		return err
+	}
+	defer raw.close()
+
+	var t table
+	for _, set := range []struct {
+		name string
+		skus []string
+		goal float64
+	}{{"100 SKUs", spread, 0.8}, {"hot SKU", []string{hot}, 0.5}} {
+		for _, clients := range []int{1, 8, 32} {
+			progress("POST /allocate, %s, %s, %s; then raw SQL", set.name, plural(clients, "client"), cfg.duration)
+			s := b.allocateLoad(ctx, set.skus, clients, cfg.duration)
+			r := raw.load(ctx, b, set.skus, clients, cfg.duration)
+			ratio := s.rate() / max(r.rate(), 1e-9)
+			row := row{
+				name:   fmt.Sprintf("POST /allocate, %s, %s", set.name, plural(clients, "client")),
+				result: fmt.Sprintf("%.0f req/s", s.rate()), p50: ms(s.p50), p99: ms(s.p99), fail: fmt.Sprint(s.failures),
+				raw: fmt.Sprintf("%.0f tx/s", r.rate()), ratio: fmt.Sprintf("%.2f×", ratio),
+			}
+			if clients == 32 {
+				row.target = fmt.Sprintf("≥ %.1f× raw, 0 failures", set.goal)
+				row.met = mark(ratio >= set.goal && s.failures == 0 && r.failures == 0)
+			}
+			t.add(row, s.firstErr, r.firstErr)
+		}
+	}
+
+	progress("change_batch_quantity → line_allocated, %d round trips", sz.roundTrips)
+	rt, err := b.roundTrip(ctx, sz.roundTrips)
+	if err != nil {
+		return fmt.Errorf("round trip: %w", err)
+	}
+	rtRow := row{name: fmt.Sprintf("change → line_allocated, %s sequential", thousands(sz.roundTrips)),
+		p50: ms(rt.p50), p99: ms(rt.p99), fail: fmt.Sprint(rt.failures), target: "p50 < 5 ms, p99 < 25 ms",
+		met: mark(rt.failures == 0 && rt.p50 < 5*time.Millisecond && rt.p99 < 25*time.Millisecond)}
+	if rt.failures > 0 {
+		rt.firstErr = "no line_allocated within 5 s"
+	}
+	t.add(rtRow, rt.firstErr, "")
+
+	progress("inbound: %d change_batch_quantity entries on the stream", sz.inbound)
+	in, err := b.inbound(ctx, sz.inbound, 4*cfg.duration+10*time.Second)
+	if err != nil {
+		return fmt.Errorf("inbound: %w", err)
+	}
+	t.add(row{name: fmt.Sprintf("inbound stream, %s messages", thousands(sz.inbound)), result: fmt.Sprintf("%.0f msg/s", in.rate()),
+		fail: fmt.Sprint(in.failures), target: "≥ 1,500 msg/s", met: mark(in.failures == 0 && in.rate() >= 1500)}, in.firstErr, "")
+
+	if b.db == nil {
+		t.note("allocate after a long history: skipped, the service's database is unknown (give -service-db)")
+	} else {
+		var fresh time.Duration
+		for i, n := range sz.histories {
+			progress("POST /allocate after %d earlier allocations on its SKU, %d samples", n, sz.samples)
+			h, err := b.history(ctx, n, sz.samples)
+			if err != nil {
+				return fmt.Errorf("history %d: %w", n, err)
+			}
+			r := row{name: fmt.Sprintf("POST /allocate after %s earlier", thousands(n)), p50: ms(h.p50), p99: ms(h.p99), fail: fmt.Sprint(h.failures)}
+			if i == 0 {
+				fresh = h.p50
+			} else {
+				ratio := float64(h.p50) / float64(max(fresh, 1))
+				r.ratio = fmt.Sprintf("%.2f× fresh", ratio)
+				if i == len(sz.histories)-1 {
+					r.target = "p50 ≤ 1.5× fresh (after 100,000)"
+					r.met = mark(ratio <= 1.5 && h.failures == 0)
+				}
+			}
+			t.add(r, h.firstErr, "")
+		}
+	}
+
+	if svc == nil {
+		t.note("peak RSS: skipped, the service's pid is unknown with -target")
+	} else {
+		rss, err := peakRSS(svc.pid())
+		if err != nil {
+			return err
+		}
+		mb := float64(rss) / (1 << 20)
+		t.add(row{name: "peak RSS of the service (VmHWM)", result: fmt.Sprintf("%.1f MB", mb), target: "< 100 MB", met: mark(mb < 100)}, "", "")
+		if n := svc.logLines(); n > 0 {
+			t.note(fmt.Sprintf("the service logged %d lines at warn or above: %s", n, svc.logs.Name()))
+		}
+	}
+
+	fmt.Fprintf(out, "allocation benchmark, %s, %d CPUs, %s per load phase%s\n\n",
+		time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration, map[bool]string{true: ", -quick"}[cfg.quick])
+	t.print(out)
+	return nil
+}
+
+// deleteKeys removes what the run left in Redis under prefix.
+func deleteKeys(rdb *goredis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		if keys = append(keys, iter.Val()); len(keys) == 1000 {
+			rdb.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		rdb.Unlink(ctx, keys...)
+	}
+}
+
+type row struct {
+	name, result, p50, p99, fail, raw, ratio, target, met string
+}
+
+// table is the one table loadgen prints, aligned and valid markdown.
+type table struct {
+	rows  []row
+	notes []string
+}
+
+func (t *table) add(r row, errs ...string) {
+	t.rows = append(t.rows, r)
+	for _, e := range errs {
+		if e != "" {
+			t.note(fmt.Sprintf("%s: first failure: %s", r.name, e))
+		}
+	}
+}
+
+func (t *table) note(s string) { t.notes = append(t.notes, s) }
+
+func (t *table) print(w io.Writer) {
+	header := row{"measurement", "throughput", "p50", "p99", "failures", "raw SQL", "ratio", "target", "met"}
+	cells := func(r row) []string {
+		return []string{r.name, r.result, r.p50, r.p99, r.fail, r.raw, r.ratio, r.target, r.met}
+	}
+	widths := make([]int, len(cells(header)))
+	for _, r := range append([]row{header}, t.rows...) {
+		for i, c := range cells(r) {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	line := func(cs []string) {
+		var sb strings.Builder
+		for i, c := range cs {
+			sb.WriteString("| " + c + strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)) + " ")
+		}
+		fmt.Fprintln(w, sb.String()+"|")
+	}
+	line(cells(header))
+	sep := make([]string, len(widths))
+	for i, n := range widths {
+		sep[i] = strings.Repeat("-", n)
+	}
+	line(sep)
+	for _, r := range t.rows {
+		line(cells(r))
+	}
+	for _, n := range t.notes {
+		fmt.Fprintln(w, "\n- "+n)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func mark(ok bool) string {
+	if ok {
+		return "✓"
+	}
+	return "✗"
+}
+
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
