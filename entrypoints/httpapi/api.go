@@ -1,5 +1,12 @@
 // Package httpapi is the service's HTTP API (Echo): it turns requests into
 // commands for the bus and answers queries from the read model.
+//
+// Choices the contract leaves open: POST /add_batch answers 201
+// {"message": "batch REF added"}, also when the same batch is added again; a
+// body must be sent as application/json (else 415) with every field present
+// (eta may be null, not missing); an unknown batch is bad input (400); a
+// dependency that is down or too slow is 503; any other failure is 500
+// {"message": "internal error"}, its details only in the log.
 package httpapi
 
 import (
@@ -42,6 +49,9 @@ type Config struct {
 	// RequestTimeout bounds the work of one request (4 s when zero): a
 	// dependency that hangs gets a 503 instead of a hung client.
 	RequestTimeout time.Duration
+	// ReadyTimeout bounds each /readyz (2 s when zero); a check that has not
+	// answered by then counts as failed.
+	ReadyTimeout time.Duration
 	// Observe, when set, is told of every answered request, with the route
 	// pattern (not the path), for metrics.
 	Observe func(method, route string, status int, d time.Duration)
@@ -60,6 +70,9 @@ func New(cfg Config) *echo.Echo {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 4 * time.Second
 	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 2 * time.Second
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
@@ -72,7 +85,18 @@ func New(cfg Config) *echo.Echo {
 		},
 	}))
 	e.Use(accessLog(cfg.Log, cfg.Observe))
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableStackAll: true,
+		// The panic and its stack go to our log; the error handler then
+		// answers 500 without either.
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			cfg.Log.ErrorContext(c.Request().Context(), "panic while handling request",
+				"method", c.Request().Method, "path", c.Request().URL.Path,
+				"request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+				"error", err, "stack", string(stack))
+			return err
+		},
+	}))
 	e.Use(middleware.BodyLimit(cfg.BodyLimit))
 	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{
 		Timeout: cfg.RequestTimeout,
@@ -80,10 +104,13 @@ func New(cfg Config) *echo.Echo {
 		ErrorHandler: func(err error, _ echo.Context) error { return err },
 	}))
 
-	h := handlers{bus: cfg.Bus, views: cfg.Views, checks: cfg.Checks}
+	h := handlers{bus: cfg.Bus, views: cfg.Views, checks: cfg.Checks, readyTimeout: cfg.ReadyTimeout}
 	e.POST("/add_batch", h.addBatch)
 	e.POST("/allocate", h.allocate)
 	e.GET("/allocations/:orderid", h.allocations)
+	// Echo does not match an empty parameter: without this route an empty
+	// order id would be an unknown route (404) rather than bad input (400).
+	e.GET("/allocations/", h.allocations)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	if cfg.Metrics != nil {

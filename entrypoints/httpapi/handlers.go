@@ -2,11 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
-	"sync"
+	"net/url"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -15,20 +16,20 @@ import (
 	"allocation/entrypoints/wire"
 )
 
-const readyTimeout = 2 * time.Second
-
 type handlers struct {
-	bus    Bus
-	views  Views
-	checks []Check
+	bus          Bus
+	views        Views
+	checks       []Check
+	readyTimeout time.Duration
 }
 
 type addBatchBody struct {
 	Ref *string `json:"ref"`
 	SKU *string `json:"sku"`
 	Qty *int    `json:"qty"`
-	// ETA is "YYYY-MM-DD", or null for stock already in the warehouse.
-	ETA *string `json:"eta"`
+	// ETA is "YYYY-MM-DD", or null for stock already in the warehouse. It is
+	// raw so that a missing eta (refused) differs from null.
+	ETA json.RawMessage `json:"eta"`
 }
 
 type allocateBody struct {
@@ -46,22 +47,35 @@ func (h handlers) addBatch(c echo.Context) error {
 	if err := decode(c, &b); err != nil {
 		return err
 	}
-	if err := wire.Required(wire.Has("ref", b.Ref), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty)); err != nil {
+	if err := wire.Required(wire.Has("ref", b.Ref), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty),
+		wire.Field{Name: "eta", Present: b.ETA != nil}); err != nil {
 		return err
 	}
-	var eta time.Time
-	if b.ETA != nil {
-		var err error
-		// Year 1 would read as "no ETA" in the model: the range check is here.
-		if eta, err = time.Parse(time.DateOnly, *b.ETA); err != nil || eta.Year() < domain.MinETAYear || eta.Year() > domain.MaxETAYear {
-			return &wire.FieldError{Field: "eta", Reason: fmt.Sprintf("must be a date as YYYY-MM-DD from year %d to %d, or null", domain.MinETAYear, domain.MaxETAYear)}
-		}
+	eta, err := parseETA(b.ETA)
+	if err != nil {
+		return err
 	}
 	cmd := domain.CreateBatch{Ref: *b.Ref, SKU: *b.SKU, Qty: *b.Qty, ETA: eta}
 	if _, err := h.bus.Handle(c.Request().Context(), cmd); err != nil {
 		return err
 	}
+	// The same body again answers 201 again: a retried request does no harm.
 	return c.JSON(http.StatusCreated, message{Message: "batch " + cmd.Ref + " added"})
+}
+
+// parseETA reads an eta given as "YYYY-MM-DD" or null (the zero time).
+func parseETA(raw json.RawMessage) (time.Time, error) {
+	if string(raw) == "null" {
+		return time.Time{}, nil
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err == nil {
+		// Year 1 would read as "no ETA" in the model: the range check is here.
+		if eta, err := time.Parse(time.DateOnly, text); err == nil && eta.Year() >= domain.MinETAYear && eta.Year() <= domain.MaxETAYear {
+			return eta, nil
+		}
+	}
+	return time.Time{}, &wire.FieldError{Field: "eta", Reason: fmt.Sprintf("must be a date as YYYY-MM-DD from year %d to %d, or null", domain.MinETAYear, domain.MaxETAYear)}
 }
 
 func (h handlers) allocate(c echo.Context) error {
@@ -86,7 +100,10 @@ func (h handlers) allocate(c echo.Context) error {
 }
 
 func (h handlers) allocations(c echo.Context) error {
-	orderID := c.Param("orderid")
+	orderID, err := pathParam(c, "orderid")
+	if err != nil {
+		return err
+	}
 	if err := domain.CheckReference("orderid", orderID); err != nil {
 		return err
 	}
@@ -108,31 +125,59 @@ func (h handlers) allocations(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// pathParam returns the decoded value of a path parameter. Echo routes on the
+// raw path when the request has one (when it escapes a "/" as %2F, say) and
+// then hands out the parameter still escaped; order ids may hold any text.
+func pathParam(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, nil
+	}
+	u, err := url.PathUnescape(v)
+	if err != nil {
+		return "", &wire.FieldError{Field: name, Reason: "is not a valid escaped path segment"}
+	}
+	return u, nil
+}
+
 func (h handlers) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz pings every dependency at once and names the ones that fail.
+// readyz pings every dependency at once and names the ones that fail. A
+// check that ignores its context still cannot hold the answer past
+// readyTimeout: it is reported as not answering.
 func (h handlers) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), h.readyTimeout)
 	defer cancel()
-	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed = map[string]string{}
-	)
-	for _, check := range h.checks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := check.Ping(ctx); err != nil {
-				mu.Lock()
-				failed[check.Name] = err.Error()
-				mu.Unlock()
-			}
-		}()
+	type result struct {
+		name string
+		err  error
 	}
-	wg.Wait()
+	// Buffered, so that a late check never blocks on a reader that left.
+	results := make(chan result, len(h.checks))
+	for _, check := range h.checks {
+		go func() { results <- result{check.Name, check.Ping(ctx)} }()
+	}
+	answered := map[string]bool{}
+	failed := map[string]string{}
+wait:
+	for range h.checks {
+		select {
+		case r := <-results:
+			answered[r.name] = true
+			if r.err != nil {
+				failed[r.name] = r.err.Error()
+			}
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for _, check := range h.checks {
+		if !answered[check.Name] {
+			failed[check.Name] = "did not answer in time"
+		}
+	}
 	if len(failed) > 0 {
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": failed})
 	}
@@ -141,10 +186,11 @@ func (h handlers) readyz(c echo.Context) error {
 
 // decode reads a JSON request body strictly into v.
 func decode(c echo.Context, v any) error {
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {
-			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-		}
+	// A body without a Content-Type is refused too: a client that does not
+	// say it sends JSON (curl -d sends a form) has most likely made a mistake.
+	mt, _, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType))
+	if err != nil || mt != echo.MIMEApplicationJSON {
+		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
