@@ -27,8 +27,8 @@ type addBatchBody struct {
 	Ref *string `json:"ref"`
 	SKU *string `json:"sku"`
 	Qty *int    `json:"qty"`
-	// ETA is "YYYY-MM-DD", or null for stock already in the warehouse. It is
-	// raw so that a missing eta (refused) differs from null.
+	// ETA is "YYYY-MM-DD", or null (or left out) for stock already in the
+	// warehouse.
 	ETA json.RawMessage `json:"eta"`
 }
 
@@ -47,8 +47,7 @@ func (h handlers) addBatch(c echo.Context) error {
 	if err := decode(c, &b); err != nil {
 		return err
 	}
-	if err := wire.Required(wire.Has("ref", b.Ref), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty),
-		wire.Field{Name: "eta", Present: b.ETA != nil}); err != nil {
+	if err := wire.Required(wire.Has("ref", b.Ref), wire.Has("sku", b.SKU), wire.Has("qty", b.Qty)); err != nil {
 		return err
 	}
 	eta, err := parseETA(b.ETA)
@@ -65,7 +64,7 @@ func (h handlers) addBatch(c echo.Context) error {
 
 // parseETA reads an eta given as "YYYY-MM-DD" or null (the zero time).
 func parseETA(raw json.RawMessage) (time.Time, error) {
-	if string(raw) == "null" {
+	if raw == nil || string(raw) == "null" {
 		return time.Time{}, nil
 	}
 	var text string
@@ -186,11 +185,12 @@ wait:
 
 // decode reads a JSON request body strictly into v.
 func decode(c echo.Context, v any) error {
-	// A body without a Content-Type is refused too: a client that does not
-	// say it sends JSON (curl -d sends a form) has most likely made a mistake.
-	mt, _, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType))
-	if err != nil || mt != echo.MIMEApplicationJSON {
-		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	// A body that says it is something else is refused; one that says
+	// nothing is read as the JSON it has to be.
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != echo.MIMEApplicationJSON {
+			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		}
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
