@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"text/tabwriter"
@@ -20,6 +22,10 @@ import (
 	"allocation/servicelayer"
 )
 
+// version is set at build time with -ldflags "-X main.version=v1.2.3"; a
+// linker flag can only set a package-level string, hence this one global.
+var version = "dev"
+
 const usage = `allocation allocates order lines to batches of stock.
 
 Usage:
@@ -28,6 +34,7 @@ Usage:
   allocation events dead     list the event deliveries parked as dead, with their last error
   allocation events replay ID
                              put the dead deliveries of event ID back in line
+  allocation version         print the version, the commit and the Go version
   allocation help            show this text
 
 Configuration comes from the environment:
@@ -52,6 +59,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	// version needs no configuration: it must answer even where none is set.
+	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {
+		printVersion(stdout)
+		return 0
 	}
 	cfg, err := bootstrap.FromEnv(getenv)
 	if err != nil {
@@ -119,6 +131,24 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	err = app.Run(ctx, parts)
 	log.Info("allocation stopped")
 	return err
+}
+
+// printVersion writes the version, and the commit and Go version the binary
+// was built from. The commit is known when the build recorded VCS details
+// (go build without -buildvcs=false, in a git work tree).
+func printVersion(w io.Writer) {
+	commit, modified := "unknown", ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				commit = s.Value
+			case s.Key == "vcs.modified" && s.Value == "true":
+				modified = " (modified)"
+			}
+		}
+	}
+	fmt.Fprintf(w, "allocation %s\ncommit %s%s\n%s\n", version, commit, modified, runtime.Version())
 }
 
 func notificationsMode(cfg bootstrap.Config) string {

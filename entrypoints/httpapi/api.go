@@ -113,6 +113,7 @@ func New(cfg Config) *echo.Echo {
 	e.GET("/allocations/", h.allocations)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	e.GET("/openapi.json", serveOpenAPI)
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
 	}
