@@ -17,6 +17,7 @@ import (
 	"allocation/adapters/notifications"
 	"allocation/adapters/postgres"
 	"allocation/adapters/redis"
+	"allocation/adapters/sqlstore"
 	"allocation/entrypoints/consumer"
 	"allocation/entrypoints/httpapi"
 	"allocation/servicelayer"
@@ -38,7 +39,7 @@ type App struct {
 	Handler    http.Handler
 	Consumer   *consumer.Consumer
 	Dispatcher *servicelayer.Dispatcher
-	Events     *postgres.EventLog
+	Store      *sqlstore.Store
 
 	cfg     Config
 	log     *slog.Logger
@@ -50,18 +51,13 @@ type App struct {
 // New connects to PostgreSQL and Redis and builds the bus, the API and the
 // consumer. It applies no migrations: call Migrate first.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
-	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	db, store, err := OpenStore(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+		return nil, err
 	}
 	rc, err := openRedis(cfg.RedisURL)
 	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	events, err := postgres.NewEventLog(db, cfg.DatabaseURL, log)
-	if err != nil {
-		rc.Close()
+		store.Close()
 		db.Close()
 		return nil, err
 	}
@@ -69,7 +65,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New()
 	m.WatchDB(db.DB)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
-		pending, dead, oldest, err := events.Backlog(ctx)
+		pending, dead, oldest, err := store.Backlog(ctx)
 		return metrics.BacklogStats{Pending: pending, Dead: dead, OldestPending: oldest}, err
 	})
 
@@ -80,7 +76,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
 	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
-		UoW:       postgres.NewUnitOfWork(db, log),
+		UoW:       store,
 		Publisher: publisher,
 		Notifier:  notifier,
 		Log:       log,
@@ -88,7 +84,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	})
 	api := httpapi.New(httpapi.Config{
 		Bus:   bus,
-		Views: postgres.NewViews(db),
+		Views: store,
 		Checks: []httpapi.Check{
 			{Name: "postgres", Ping: db.PingContext},
 			{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},
@@ -110,13 +106,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Bus:        bus,
 		Handler:    api,
 		Consumer:   inbound,
-		Dispatcher: servicelayer.NewDispatcher(bus, events, log),
-		Events:     events,
+		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
+		Store:      store,
 		cfg:        cfg,
 		log:        log,
 		db:         db,
 		redis:      rc,
 	}, nil
+}
+
+// OpenStore connects to the database and returns it with the store on it;
+// closing the store and then the database releases them.
+func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sqlstore.Store, error) {
+	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	store, err := postgres.NewStore(db, cfg.DatabaseURL, log)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, store, nil
 }
 
 // Migrate brings the database schema up to date.
@@ -187,8 +198,8 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 
 // Close releases the database pool and the Redis client.
 func (a *App) Close() {
-	if err := a.Events.Close(); err != nil {
-		a.log.Warn("closing event log listener", "error", err)
+	if err := a.Store.Close(); err != nil {
+		a.log.Warn("closing the store", "error", err)
 	}
 	if err := a.redis.Close(); err != nil {
 		a.log.Warn("closing redis", "error", err)

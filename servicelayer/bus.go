@@ -15,7 +15,7 @@ type Result struct {
 	BatchRef string
 }
 
-type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []Envelope, error)
+type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []Delivery, error)
 
 // eventHandler runs inside the transaction of its delivery.
 type eventHandler struct {
@@ -110,38 +110,51 @@ func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("no handler for command %s", cmd.Name())
 	}
-	res, events, err := h(ctx, cmd)
+	ctx, release := WithHold(ctx)
+	defer release()
+	res, queued, err := h(ctx, cmd)
 	b.observer.CommandHandled(cmd.Name(), err)
 	if err != nil {
 		return Result{}, err
 	}
 	// The inbound message id belongs to the command alone.
-	b.drain(WithMessageID(ctx, ""), events)
+	b.drain(WithMessageID(ctx, ""), queued)
 	return res, nil
 }
 
 // Deliver runs one delivery from the event log and then every event that
 // follows from it. The dispatcher calls it.
 func (b *Bus) Deliver(ctx context.Context, d Delivery) error {
+	ctx, release := WithHold(ctx)
+	defer release()
 	more, err := b.deliver(ctx, d)
 	b.drain(ctx, more)
 	return err
 }
 
-// drain handles a queue of events; the queue lives in this call only, so
-// concurrent callers never share it.
-func (b *Bus) drain(ctx context.Context, queue []Envelope) {
+// drain delivers the deliveries a commit queued, and what they queue in
+// turn; the queue lives in this call only, so concurrent callers never share
+// it. A delivery that is not in turn, or comes after one of its product and
+// handler that failed here, is left to the dispatcher, which keeps the order.
+func (b *Bus) drain(ctx context.Context, queue []Delivery) {
+	type turn struct{ sku, handler string }
+	blocked := map[turn]bool{}
 	for len(queue) > 0 {
-		env := queue[0]
+		d := queue[0]
 		queue = queue[1:]
-		for _, eh := range b.events[env.Event.Name()] {
-			more, _ := b.deliver(ctx, Delivery{Envelope: env, Handler: eh.name})
-			queue = append(queue, more...)
+		t := turn{d.Event.ProductSKU(), d.Handler}
+		if !d.InTurn || blocked[t] {
+			continue
 		}
+		more, err := b.deliver(ctx, d)
+		if err != nil {
+			blocked[t] = true
+		}
+		queue = append(queue, more...)
 	}
 }
 
-func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Envelope, error) {
+func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Delivery, error) {
 	// What this handler raises was caused by d, in d's chain.
 	correlation := d.CorrelationID
 	if correlation == "" {
@@ -170,8 +183,8 @@ func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Envelope, error) {
 }
 
 // command adapts a typed handler to the bus; the map key guarantees the type.
-func command[C domain.Command](h func(context.Context, C) (Result, []Envelope, error)) commandHandler {
-	return func(ctx context.Context, cmd domain.Command) (Result, []Envelope, error) {
+func command[C domain.Command](h func(context.Context, C) (Result, []Delivery, error)) commandHandler {
+	return func(ctx context.Context, cmd domain.Command) (Result, []Delivery, error) {
 		return h(ctx, cmd.(C))
 	}
 }

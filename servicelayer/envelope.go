@@ -61,6 +61,11 @@ func CauseOf(ctx context.Context) Cause {
 type Delivery struct {
 	Envelope
 	Handler string
+	// InTurn says that when the unit of work queued this delivery, no
+	// earlier event of the product was pending for the handler: the process
+	// that committed it may deliver it at once. A delivery not in turn is
+	// left to the dispatcher, which keeps the order.
+	InTurn bool
 }
 
 // ErrNotDelivered: a delivery was not attempted because it is done, parked

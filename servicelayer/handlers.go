@@ -16,12 +16,12 @@ type handlers struct {
 	notifier  Notifier
 }
 
-func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Result, []Envelope, error) {
+func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Result, []Delivery, error) {
 	batch, err := domain.NewBatch(cmd.Ref, cmd.SKU, cmd.Qty, cmd.ETA)
 	if err != nil {
 		return Result{}, nil, err
 	}
-	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		owner, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -31,7 +31,7 @@ func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Resu
 		}
 		product := owner
 		if product == nil {
-			if product, err = tx.Products().Get(ctx, cmd.SKU); err != nil {
+			if product, err = tx.Products().GetBatches(ctx, cmd.SKU); err != nil {
 				return err
 			}
 		}
@@ -45,20 +45,20 @@ func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Resu
 		}
 		return product.AddBatch(batch)
 	}))
-	return Result{}, events, err
+	return Result{}, queued, err
 }
 
-func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []Envelope, error) {
+func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []Delivery, error) {
 	line, err := domain.NewOrderLine(cmd.OrderID, cmd.SKU, cmd.Qty)
 	if err != nil {
 		return Result{}, nil, err
 	}
 	var ref string
-	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		ref, err = allocate(ctx, tx, line)
 		return err
 	}))
-	return Result{BatchRef: ref}, events, err
+	return Result{BatchRef: ref}, queued, err
 }
 
 func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error) {
@@ -72,8 +72,8 @@ func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error)
 	return product.Allocate(line)
 }
 
-func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatchQuantity) (Result, []Envelope, error) {
-	events, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatchQuantity) (Result, []Delivery, error) {
+	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		product, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -83,7 +83,7 @@ func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatc
 		}
 		return product.ChangeBatchQuantity(cmd.Ref, cmd.Qty)
 	}))
-	return Result{}, events, err
+	return Result{}, queued, err
 }
 
 // reallocate gives a deallocated line a new batch, as if it were ordered

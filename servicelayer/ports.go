@@ -14,22 +14,23 @@ import (
 // than once when the store reports a conflict with a concurrent transaction,
 // so fn must only change state through tx.
 type UnitOfWork interface {
-	// Do runs fn in one transaction: it commits when fn returns nil and rolls
-	// back otherwise. The events raised by every product the repository
-	// handed out are written to the event log in the same transaction, with
-	// one pending delivery per handler (EventHandlers), and returned. When ctx
-	// carries an inbound message id (WithMessageID) it is recorded in the
-	// inbox in the same transaction; a repeated id fails with
-	// ErrDuplicateMessage and changes nothing.
-	Do(ctx context.Context, fn func(tx Tx) error) ([]Envelope, error)
-	// Deliver runs fn for one pending delivery and marks it done in the same
-	// transaction, so a handler's effect and its bookkeeping commit together.
-	// It returns ErrNotDelivered, without running fn, unless the delivery is
-	// pending, nobody else holds it, and every earlier event of the same
-	// product is done for this handler. When fn fails the failure is recorded
-	// and the delivery is due again after the retry policy's delay, or parked
-	// as dead after its last attempt.
-	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Envelope, error)
+	// Do runs fn as one atomic change: it commits when fn returns nil and
+	// changes nothing otherwise. The events raised by every product the
+	// repository handed out are written to the event log in the same commit,
+	// with one pending delivery per handler (EventHandlers), and those
+	// deliveries are returned in order. When ctx carries an inbound message
+	// id (WithMessageID) it is recorded in the inbox in the same commit; a
+	// repeated id fails with ErrDuplicateMessage and changes nothing.
+	Do(ctx context.Context, fn func(tx Tx) error) ([]Delivery, error)
+	// Deliver runs fn for one pending delivery and marks it done; when fn
+	// changes stored state, in the same commit, so a handler's effect and
+	// its bookkeeping commit together. It returns ErrNotDelivered, without
+	// running fn, unless the delivery is pending, nobody else holds it, and
+	// every earlier event of the same product is done for this handler (a
+	// delivery marked InTurn was found so when it was queued). When fn fails
+	// the failure is recorded and the delivery is due again after the retry
+	// policy's delay, or parked as dead after its last attempt.
+	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Delivery, error)
 }
 
 // EventLog is what the background dispatcher reads.
@@ -62,6 +63,9 @@ type Products interface {
 	// itself where it is allocated; a store may leave the other lines out, so
 	// that allocating costs the same however many lines the product has.
 	GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error)
+	// GetBatches returns the product of sku, or nil, with every batch and its
+	// allocated quantity but none of their lines: enough to add a batch.
+	GetBatches(ctx context.Context, sku string) (*domain.Product, error)
 	// GetByBatchRef returns the product that holds batch ref, or nil, with
 	// at least every line of that batch loaded.
 	GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error)

@@ -128,7 +128,7 @@ func (s *Store) Allocations(_ context.Context, orderID string) ([]servicelayer.A
 }
 
 // Do implements servicelayer.UnitOfWork.
-func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
+func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := servicelayer.MessageID(ctx)
@@ -146,7 +146,7 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 }
 
 // Deliver implements servicelayer.UnitOfWork.
-func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
+func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	state := s.pending(d)
@@ -239,9 +239,13 @@ func (s *Store) begin() *tx {
 	return &tx{store: s, seen: map[string]*domain.Product{}, view: slices.Clone(s.view)}
 }
 
-// commit writes t back and logs the events of the products it saw.
-func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Envelope {
-	var out []servicelayer.Envelope
+// commit writes t back, logs the events of the products it saw and returns
+// their deliveries.
+func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
+	var out []servicelayer.Delivery
+	// Turns are taken against what was logged before this commit: its own
+	// deliveries go out in order behind each other.
+	before := s.log
 	for _, p := range t.order {
 		s.products[p.SKU()] = record(p)
 		for _, ev := range p.PullEvents() {
@@ -249,15 +253,26 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Envelope {
 			env.LogID = int64(len(s.log) + 1)
 			entry := &logEntry{env: env, deliveries: map[string]*delivery{}}
 			for _, h := range servicelayer.EventHandlers(ev.Name()) {
+				inTurn := !waiting(before, ev.ProductSKU(), h)
 				entry.deliveries[h] = &delivery{next: env.OccurredAt}
+				out = append(out, servicelayer.Delivery{Envelope: env, Handler: h, InTurn: inTurn})
 			}
 			s.log = append(s.log, entry)
-			out = append(out, env)
 		}
 	}
 	s.view = t.view
 	s.commits++
 	return out
+}
+
+// waiting reports whether an event of sku is pending for handler in log.
+func waiting(log []*logEntry, sku, handler string) bool {
+	for _, e := range log {
+		if d, ok := e.deliveries[handler]; ok && e.env.Event.ProductSKU() == sku && !d.done && !d.dead {
+			return true
+		}
+	}
+	return false
 }
 
 type tx struct {
@@ -288,6 +303,11 @@ func (r *repository) Get(_ context.Context, sku string) (*domain.Product, error)
 		return nil, nil
 	}
 	return r.remember(rec.restore()), nil
+}
+
+// GetBatches loads the whole product: memory costs nothing.
+func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Product, error) {
+	return r.Get(ctx, sku)
 }
 
 // GetForLine loads the whole product: memory costs nothing.

@@ -17,14 +17,25 @@ import (
 
 // Pool limits: enough connections for two cores' worth of work without
 // starving PostgreSQL's default max_connections (100) when a few replicas run.
+// relaxedConns is the small pool for bookkeeping that need not wait for the
+// disk.
 const (
 	maxOpenConns    = 20
 	maxIdleConns    = 20
+	relaxedConns    = 4
 	connMaxIdleTime = 5 * time.Minute
 )
 
 // Open connects to the database at url and checks that it answers.
+// Statements with arguments are sent with them in one round trip
+// (binary_parameters), not prepared first in another; prepared statements
+// are planned once (plan_cache_mode), not at every execution: the store's
+// statements have the same good plan whatever their arguments.
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
+	url, err := withParams(url, map[string]string{"binary_parameters": "yes", "plan_cache_mode": "force_generic_plan"})
+	if err != nil {
+		return nil, err
+	}
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)

@@ -17,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"allocation/adapters/postgres"
 	"allocation/bootstrap"
 	"allocation/servicelayer"
 )
@@ -163,15 +162,11 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 	if len(args) == 0 {
 		return errors.New("events: want `dead` or `replay ID`")
 	}
-	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	eventLog, err := postgres.NewEventLog(db, cfg.DatabaseURL, log)
-	if err != nil {
-		return err
-	}
 	defer eventLog.Close()
 	switch {
 	case args[0] == "dead" && len(args) == 1:

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"allocation/adapters/memory"
-	"allocation/adapters/postgres"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -20,21 +19,11 @@ type store interface {
 	Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error)
 }
 
-// pgStore joins the PostgreSQL unit of work, event log and views.
-type pgStore struct {
-	*postgres.UnitOfWork
-	*postgres.EventLog
-	*postgres.Views
-}
-
 // stores are every implementation the contract runs against.
 func stores(t *testing.T) map[string]func(t *testing.T) store {
 	return map[string]func(t *testing.T) store{
-		"memory": func(t *testing.T) store { return memory.NewStore() },
-		"postgres": func(t *testing.T) store {
-			f := newOutbox(t)
-			return pgStore{UnitOfWork: f.uow, EventLog: f.events, Views: postgres.NewViews(f.db)}
-		},
+		"memory":   func(t *testing.T) store { return memory.NewStore() },
+		"postgres": func(t *testing.T) store { return newOutbox(t).uow },
 	}
 }
 
@@ -123,8 +112,8 @@ func TestContractOfTheStorageAdapters(t *testing.T) {
 			addStock(t, s, "CHAIR", "c1", 10, time.Time{})
 			first := allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "CHAIR", Qty: 1})[0]
 			second := allocate(t, s, domain.OrderLine{OrderID: "o2", SKU: "CHAIR", Qty: 1})[0]
-			publish := func(env servicelayer.Envelope) error {
-				_, err := s.Deliver(ctx, servicelayer.Delivery{Envelope: env, Handler: "publish_line_allocated"}, func(servicelayer.Tx) error { return nil })
+			publish := func(d servicelayer.Delivery) error {
+				_, err := s.Deliver(ctx, servicelayer.Delivery{Envelope: d.Envelope, Handler: d.Handler}, func(servicelayer.Tx) error { return nil })
 				return err
 			}
 			if err := publish(second); !errors.Is(err, servicelayer.ErrNotDelivered) {
@@ -143,7 +132,7 @@ func TestContractOfTheStorageAdapters(t *testing.T) {
 		{"a failed delivery falls due again later", func(t *testing.T, s store) {
 			addStock(t, s, "FORK", "f1", 10, time.Time{})
 			env := allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "FORK", Qty: 1})[0]
-			d := servicelayer.Delivery{Envelope: env, Handler: "publish_line_allocated"}
+			d := servicelayer.Delivery{Envelope: env.Envelope, Handler: env.Handler}
 			boom := errors.New("redis down")
 			if _, err := s.Deliver(ctx, d, func(servicelayer.Tx) error { return boom }); !errors.Is(err, boom) {
 				t.Fatalf("got %v", err)
@@ -189,7 +178,7 @@ func addStock(t *testing.T, s store, sku, ref string, qty int, eta time.Time) {
 	}
 }
 
-func allocate(t *testing.T, s store, line domain.OrderLine) []servicelayer.Envelope {
+func allocate(t *testing.T, s store, line domain.OrderLine) []servicelayer.Delivery {
 	t.Helper()
 	ctx := context.Background()
 	events, err := s.Do(ctx, func(tx servicelayer.Tx) error {

@@ -9,15 +9,24 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"allocation/adapters/postgres"
+	"allocation/adapters/sqlstore"
 	"allocation/servicelayer"
 	"allocation/tests/testenv"
 )
 
-// freshDB opens a new, migrated database that is dropped when the test ends.
-func freshDB(t testing.TB) *sqlx.DB {
+// pg is a fresh, migrated database and the store on it.
+type pg struct {
+	*sqlx.DB
+	url   string
+	store *sqlstore.Store
+}
+
+// freshPG opens a new, migrated database that is dropped when the test ends.
+func freshPG(t testing.TB) pg {
 	t.Helper()
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, testenv.FreshDatabase(t))
+	url := testenv.FreshDatabase(t)
+	db, err := postgres.Open(ctx, url)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -25,7 +34,12 @@ func freshDB(t testing.TB) *sqlx.DB {
 	if err := postgres.Migrate(ctx, db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	return db
+	store, err := postgres.NewStore(db, url, slog.Default())
+	if err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return pg{DB: db, url: url, store: store}
 }
 
 type recordingPublisher struct {
@@ -45,15 +59,13 @@ type nopNotifier struct{}
 func (nopNotifier) Send(context.Context, string, string) error { return nil }
 
 // postgresBus is the real bus on a fresh database.
-func postgresBus(t testing.TB) (*servicelayer.Bus, *sqlx.DB) {
+func postgresBus(t testing.TB) (*servicelayer.Bus, pg) {
 	t.Helper()
-	db := freshDB(t)
+	db := freshPG(t)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
-		UoW:       postgres.NewUnitOfWork(db, slog.Default()),
+		UoW:       db.store,
 		Publisher: &recordingPublisher{},
 		Notifier:  nopNotifier{},
 	})
 	return bus, db
 }
-
-func newUoW(db *sqlx.DB) *postgres.UnitOfWork { return postgres.NewUnitOfWork(db, slog.Default()) }

@@ -18,7 +18,7 @@ func TestPostgresGetForLineLoadsOnlyTheLineAtHand(t *testing.T) {
 	for i := range 5 {
 		handleAll(t, bus, domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: "LEAN", Qty: 2})
 	}
-	uow := newUoW(db)
+	uow := db.store
 	ctx := context.Background()
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
 		p, err := tx.Products().GetForLine(ctx, domain.OrderLine{OrderID: "o3", SKU: "LEAN", Qty: 2})

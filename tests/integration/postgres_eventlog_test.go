@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
-	"allocation/adapters/postgres"
+	"allocation/adapters/sqlstore"
 	"allocation/domain"
 	"allocation/servicelayer"
 	"allocation/tests/testenv"
@@ -51,31 +49,17 @@ func (p *flakyPublisher) count() (distinct, total int) {
 }
 
 type outboxFixture struct {
-	db        *sqlx.DB
-	uow       *postgres.UnitOfWork
-	events    *postgres.EventLog
+	db        pg
+	uow       *sqlstore.Store // the unit of work
+	events    *sqlstore.Store // the event log, the same store
 	bus       *servicelayer.Bus
 	publisher *flakyPublisher
 }
 
 func newOutbox(t *testing.T) outboxFixture {
 	t.Helper()
-	ctx := context.Background()
-	url := testenv.FreshDatabase(t)
-	db, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := postgres.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	events, err := postgres.NewEventLog(db, url, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { events.Close() })
-	f := outboxFixture{db: db, uow: postgres.NewUnitOfWork(db, slog.Default()), events: events, publisher: &flakyPublisher{}}
+	db := freshPG(t)
+	f := outboxFixture{db: db, uow: db.store, events: db.store, publisher: &flakyPublisher{}}
 	f.uow.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond})
 	f.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: f.uow, Publisher: f.publisher, Notifier: nopNotifier{}})
 	return f
@@ -167,7 +151,7 @@ func TestPostgresAFailedDeliveryIsRetriedAndThenParkedAsDeadAndCanBeReplayed(t *
 	f.publisher.down.Store(true)
 	handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "PARKED", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "PARKED", Qty: 1})
 
-	var dead []postgres.DeadDelivery
+	var dead []sqlstore.DeadDelivery
 	testenv.Eventually(t, 20*time.Second, func() error {
 		var err error
 		if dead, err = f.events.Dead(context.Background()); err != nil || len(dead) != 1 {

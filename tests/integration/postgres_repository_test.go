@@ -3,20 +3,20 @@ package integration_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"allocation/adapters/postgres"
+	"allocation/adapters/sqlstore"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
 
 func TestPostgresRepositoryGetsProductsByBatchRef(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	ctx := context.Background()
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
 		for sku, refs := range map[string][]string{"sku1": {"b1", "b2"}, "sku2": {"b3"}} {
@@ -74,7 +74,7 @@ func TestPostgresRepositoryRoundTripsBatchesETAsAndLines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, err := postgres.NewUnitOfWork(db, slog.Default()).Do(ctx, func(tx servicelayer.Tx) error {
+	_, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
 		p, err := tx.Products().Get(ctx, "LAMP")
 		if err != nil {
 			return err
@@ -97,7 +97,7 @@ func TestPostgresRepositoryRoundTripsBatchesETAsAndLines(t *testing.T) {
 	}
 }
 
-func insertBatch(t *testing.T, uow *postgres.UnitOfWork, ref, sku string, qty int) {
+func insertBatch(t *testing.T, uow *sqlstore.Store, ref, sku string, qty int) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
@@ -121,8 +121,8 @@ func insertBatch(t *testing.T, uow *postgres.UnitOfWork, ref, sku string, qty in
 
 func TestPostgresUnitOfWorkCanRetrieveABatchAndAllocateToIt(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	insertBatch(t, uow, "batch1", "HIPSTER-WORKBENCH", 100)
 	ctx := context.Background()
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
@@ -144,8 +144,8 @@ func TestPostgresUnitOfWorkCanRetrieveABatchAndAllocateToIt(t *testing.T) {
 
 func TestPostgresUnitOfWorkRollsBackOnError(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	ctx := context.Background()
 	boom := errors.New("boom")
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
@@ -165,8 +165,8 @@ func TestPostgresUnitOfWorkRollsBackOnError(t *testing.T) {
 
 func TestPostgresUnitOfWorkRollsBackOnPanic(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	ctx := context.Background()
 	func() {
 		defer func() {
@@ -187,8 +187,8 @@ func TestPostgresUnitOfWorkRollsBackOnPanic(t *testing.T) {
 
 func TestPostgresUnitOfWorkReturnsTheCommitError(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	ctx, cancel := context.WithCancel(context.Background())
 	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
 		p, _ := domain.NewProduct("FRAGILE-VASE")
@@ -216,10 +216,10 @@ func assertEmpty(t *testing.T, db interface {
 
 func TestPostgresMigrationsAreIdempotentAndSafeToRunConcurrently(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t) // migrated once already
+	db := freshPG(t) // migrated once already
 	errs := make(chan error, 2)
 	for range 2 {
-		go func() { errs <- postgres.Migrate(context.Background(), db) }()
+		go func() { errs <- postgres.Migrate(context.Background(), db.DB) }()
 	}
 	for range 2 {
 		if err := <-errs; err != nil {

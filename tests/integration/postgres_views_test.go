@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"allocation/adapters/postgres"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -36,7 +35,7 @@ func TestPostgresAllocationsView(t *testing.T) {
 		domain.Allocate{OrderID: "otherorder", SKU: "sku1", Qty: 30},
 		domain.Allocate{OrderID: "otherorder", SKU: "sku2", Qty: 10})
 
-	got, err := postgres.NewViews(db).Allocations(context.Background(), "order1")
+	got, err := db.store.Allocations(context.Background(), "order1")
 	want := []servicelayer.Allocation{{SKU: "sku1", BatchRef: "sku1batch"}, {SKU: "sku2", BatchRef: "sku2batch"}}
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("got %v, %v; want %v", got, err, want)
@@ -52,7 +51,7 @@ func TestPostgresDeallocationMovesTheViewToTheNewBatch(t *testing.T) {
 		domain.Allocate{OrderID: "o1", SKU: "sku1", Qty: 40},
 		domain.ChangeBatchQuantity{Ref: "b1", Qty: 10})
 
-	got, err := postgres.NewViews(db).Allocations(context.Background(), "o1")
+	got, err := db.store.Allocations(context.Background(), "o1")
 	if want := []servicelayer.Allocation{{SKU: "sku1", BatchRef: "b2"}}; err != nil || !slices.Equal(got, want) {
 		t.Fatalf("got %v, %v; want %v", got, err, want)
 	}
@@ -60,8 +59,8 @@ func TestPostgresDeallocationMovesTheViewToTheNewBatch(t *testing.T) {
 
 func TestPostgresViewUpdatesAreIdempotent(t *testing.T) {
 	t.Parallel()
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, nil)
+	db := freshPG(t)
+	uow := db.store
 	ctx := context.Background()
 	line := domain.OrderLine{OrderID: "o1", SKU: "s", Qty: 1}
 	for _, step := range []func(servicelayer.Tx) error{
@@ -76,7 +75,7 @@ func TestPostgresViewUpdatesAreIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, _ := postgres.NewViews(db).Allocations(ctx, "o1")
+	got, _ := db.store.Allocations(ctx, "o1")
 	if want := []servicelayer.Allocation{{SKU: "s", BatchRef: "b2"}}; !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}

@@ -3,7 +3,6 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -13,7 +12,7 @@ import (
 	"time"
 
 	"allocation/adapters/memory"
-	"allocation/adapters/postgres"
+	"allocation/adapters/sqlstore"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -118,8 +117,8 @@ func TestPropertyPostgresServiceAndInMemoryModelAgree(t *testing.T) {
 	}
 	t.Logf("%d sequences, PROPERTY_SEED=%d", n, seed)
 
-	db := freshDB(t)
-	uow := postgres.NewUnitOfWork(db, slog.Default())
+	db := freshPG(t)
+	uow := db.store
 	pgBus := servicelayer.NewBus(servicelayer.Dependencies{UoW: uow, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}})
 	ctx := context.Background()
 
@@ -147,7 +146,7 @@ func TestPropertyPostgresServiceAndInMemoryModelAgree(t *testing.T) {
 	wg.Wait()
 }
 
-func runSequence(ctx context.Context, s sequence, pgBus *servicelayer.Bus, uow *postgres.UnitOfWork) error {
+func runSequence(ctx context.Context, s sequence, pgBus *servicelayer.Bus, uow *sqlstore.Store) error {
 	store := memory.NewStore()
 	memBus := servicelayer.NewBus(servicelayer.Dependencies{UoW: store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}})
 	for step, cmd := range s.commands {

@@ -164,7 +164,7 @@ type failingCommit struct {
 	err error
 }
 
-func (u failingCommit) Do(ctx context.Context, fn func(servicelayer.Tx) error) ([]servicelayer.Envelope, error) {
+func (u failingCommit) Do(ctx context.Context, fn func(servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	return u.Store.Do(ctx, func(tx servicelayer.Tx) error {
 		if err := fn(tx); err != nil {
 			return err

@@ -1,0 +1,169 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"allocation/adapters/sqlstore"
+	"allocation/servicelayer"
+)
+
+// notifyChannel is the LISTEN/NOTIFY channel that wakes dispatchers.
+const notifyChannel = "allocation_events"
+
+// Dialect is PostgreSQL for the SQL store: a unit of work is one statement,
+// bookkeeping that may be lost in a crash skips waiting for the disk, and
+// dispatchers of every process are woken through LISTEN/NOTIFY.
+type Dialect struct {
+	db       *sqlx.DB
+	stmts    *sqlstore.Statements
+	relaxed  *sqlx.DB // synchronous_commit off
+	relaxedS *sqlstore.Statements
+	listener *pq.Listener
+	wake     chan struct{}
+	done     chan struct{}
+}
+
+// NewStore returns the SQL store on db, which was opened from url; the
+// dialect opens a second small pool and a LISTEN connection from url.
+// Closing the store releases them, not db.
+func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	relaxedURL, err := withParams(rawURL, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
+	if err != nil {
+		return nil, err
+	}
+	relaxed, err := sqlx.Open("postgres", relaxedURL)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	relaxed.SetMaxOpenConns(relaxedConns)
+	relaxed.SetMaxIdleConns(relaxedConns)
+	relaxed.SetConnMaxIdleTime(connMaxIdleTime)
+	d := &Dialect{db: db, relaxed: relaxed, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	d.stmts = sqlstore.NewStatements(db, d.Classify)
+	d.relaxedS = sqlstore.NewStatements(relaxed, d.Classify)
+	d.listener = pq.NewListener(rawURL, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
+		switch ev {
+		case pq.ListenerEventReconnected:
+			// Notifications sent while we were away are lost: look again.
+			d.signal()
+		case pq.ListenerEventConnectionAttemptFailed, pq.ListenerEventDisconnected:
+			log.Warn("event log listener lost its connection", "error", err)
+		}
+	})
+	if err := d.listener.Listen(notifyChannel); err != nil {
+		d.listener.Close()
+		relaxed.Close()
+		return nil, fmt.Errorf("listen on %s: %w", notifyChannel, err)
+	}
+	go d.forward()
+	return sqlstore.New(db, d, log), nil
+}
+
+// withParams adds connection parameters to a postgres:// URL; lib/pq sends
+// the ones it does not know itself to the server as settings.
+func withParams(rawURL string, params map[string]string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("database URL: %w", err)
+	}
+	q := u.Query()
+	for k, v := range params {
+		q.Set(k, v)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func (d *Dialect) forward() {
+	for {
+		select {
+		case <-d.done:
+			return
+		case _, ok := <-d.listener.Notify:
+			if !ok {
+				return
+			}
+			d.signal()
+		}
+	}
+}
+
+func (d *Dialect) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// BindType implements sqlstore.Dialect.
+func (d *Dialect) BindType() int { return sqlx.DOLLAR }
+
+// Wake implements sqlstore.Dialect.
+func (d *Dialect) Wake() <-chan struct{} { return d.wake }
+
+// Notify implements sqlstore.Dialect.
+func (d *Dialect) Notify(ctx context.Context) error {
+	if _, err := d.relaxed.ExecContext(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
+		return d.Classify(fmt.Errorf("wake dispatchers: %w", err))
+	}
+	return nil
+}
+
+// markDone completes a delivery and, when later deliveries of its product
+// wait for it, wakes the dispatchers.
+const markDone = `
+WITH done AS (
+	UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $3
+	WHERE event_id = $1 AND handler = $2 AND status = 'pending'
+	RETURNING aggregate)
+SELECT pg_notify('` + notifyChannel + `', '') FROM done JOIN event_deliveries x ON x.aggregate = done.aggregate
+WHERE x.handler = $2 AND x.status = 'pending' AND x.event_id > $1
+LIMIT 1`
+
+// MarkDone implements sqlstore.Dialect, on the pool that does not wait for
+// the disk.
+func (d *Dialect) MarkDone(ctx context.Context, k sqlstore.DeliveryKey, now time.Time) error {
+	st, err := d.relaxedS.Get(ctx, markDone)
+	if err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(ctx, k.EventID, k.Handler, now); err != nil {
+		return d.Classify(fmt.Errorf("mark delivery %d/%s done: %w", k.EventID, k.Handler, err))
+	}
+	return nil
+}
+
+// Classify implements sqlstore.Dialect.
+func (d *Dialect) Classify(err error) error {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case "AL001":
+			return fmt.Errorf("%w: %w", servicelayer.ErrDuplicateMessage, err)
+		case "AL002":
+			return fmt.Errorf("%w: %w", servicelayer.ErrNotDelivered, err)
+		case "40001", // serialization_failure, and a product that moved on
+			"40P01", // deadlock_detected
+			"23505": // unique_violation: a concurrent insert of the same key won
+			return fmt.Errorf("%w: %w", sqlstore.ErrConflict, err)
+		}
+	}
+	return unavailable(err)
+}
+
+// Close implements sqlstore.Dialect.
+func (d *Dialect) Close() error {
+	close(d.done)
+	return errors.Join(d.stmts.Close(), d.relaxedS.Close(), d.listener.Close(), d.relaxed.Close())
+}

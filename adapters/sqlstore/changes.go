@@ -1,0 +1,161 @@
+package sqlstore
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"allocation/domain"
+	"allocation/servicelayer"
+)
+
+// Changes is everything one unit of work writes, worked out from what it
+// loaded and what the domain made of it. A dialect writes it in one atomic
+// step.
+type Changes struct {
+	// Now is the time of the unit of work; FirstAttempt when the deliveries
+	// it queues in turn fall due for a dispatcher (Now for the others).
+	Now, FirstAttempt time.Time
+	// InboxID is the inbound message id to record, or "".
+	InboxID string
+	// Done is the delivery this unit of work completes, or nil.
+	Done *DeliveryKey
+
+	NewProducts    []ProductVersion
+	Bumped         []VersionBump
+	NewBatches     []NewBatch
+	ChangedBatches []BatchChange
+	// RemovedLines are deallocated, AddedLines allocated; a line may be in
+	// both when it moved between batches.
+	RemovedLines []domain.OrderLine
+	AddedLines   []PlacedLine
+	ViewRemoved  []domain.OrderLine
+	ViewPut      []ViewRow
+	Events       []LoggedEvent
+}
+
+// ProductVersion is a new product.
+type ProductVersion struct {
+	SKU     string
+	Version int
+}
+
+// VersionBump moves a product from the version it was read at to the next:
+// it fails when the product moved on meanwhile.
+type VersionBump struct {
+	SKU      string
+	From, To int
+}
+
+// NewBatch is a batch to insert.
+type NewBatch struct {
+	Ref, SKU             string
+	Purchased, Allocated int
+	ETA                  time.Time // zero: in the warehouse
+}
+
+// BatchChange sets the quantities of a stored batch.
+type BatchChange struct {
+	ID                   int64
+	Purchased, Allocated int
+}
+
+// PlacedLine is a line allocated to a batch: a stored one (BatchID), or
+// one inserted with the same changes (BatchID 0, found by BatchRef).
+type PlacedLine struct {
+	BatchID  int64
+	BatchRef string
+	Line     domain.OrderLine
+}
+
+// ViewRow says where a line is, in the allocations view.
+type ViewRow struct {
+	Line     domain.OrderLine
+	BatchRef string
+}
+
+// LoggedEvent is an event for the event log, with one delivery to queue per
+// handler.
+type LoggedEvent struct {
+	Envelope servicelayer.Envelope
+	Payload  string
+	Handlers []string
+}
+
+// DeliveryKey names one delivery.
+type DeliveryKey struct {
+	EventID int64
+	Handler string
+}
+
+// Queued is a delivery a unit of work queued.
+type Queued struct {
+	MessageID string
+	LogID     int64
+	Handler   string
+	InTurn    bool
+}
+
+// changesState reports whether anything but the inbox and the delivery
+// is written: products, the view or the event log.
+func (c *Changes) changesState() bool {
+	return len(c.NewProducts)+len(c.Bumped)+len(c.ViewRemoved)+len(c.ViewPut)+len(c.Events) > 0
+}
+
+// changes works out what the session writes: every product it saw, against
+// the snapshot it was loaded from, the view changes, and the events raised,
+// sealed with the cause ctx carries.
+func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) {
+	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace)}
+	for _, p := range s.seen {
+		snap, stored := s.snapshots[p.SKU()]
+		switch {
+		case !stored:
+			c.NewProducts = append(c.NewProducts, ProductVersion{SKU: p.SKU(), Version: p.Version()})
+		case p.Version() != snap.version:
+			c.Bumped = append(c.Bumped, VersionBump{SKU: p.SKU(), From: snap.version, To: p.Version()})
+		default:
+			continue // the domain moves the version with every change
+		}
+		for _, b := range p.Batches() {
+			old, ok := snap.batches[b.Ref()]
+			switch {
+			case !ok:
+				c.NewBatches = append(c.NewBatches, NewBatch{Ref: b.Ref(), SKU: b.SKU(), Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty(), ETA: b.ETA()})
+			case old.purchased != b.PurchasedQty() || old.allocated != b.AllocatedQty():
+				c.ChangedBatches = append(c.ChangedBatches, BatchChange{ID: old.id, Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty()})
+			}
+			for _, l := range old.lines {
+				if !b.Has(l) {
+					c.RemovedLines = append(c.RemovedLines, l)
+				}
+			}
+			for _, l := range b.Lines() {
+				if !slices.Contains(old.lines, l) {
+					c.AddedLines = append(c.AddedLines, PlacedLine{BatchID: old.id, BatchRef: b.Ref(), Line: l})
+				}
+			}
+		}
+	}
+	for _, line := range s.view.order {
+		if ch := s.view.last[line]; ch.present {
+			c.ViewPut = append(c.ViewPut, ViewRow{Line: line, BatchRef: ch.batchRef})
+		} else {
+			c.ViewRemoved = append(c.ViewRemoved, line)
+		}
+	}
+	for _, p := range s.seen {
+		for _, ev := range p.PullEvents() {
+			payload, err := encodeEvent(ev)
+			if err != nil {
+				return nil, err
+			}
+			c.Events = append(c.Events, LoggedEvent{
+				Envelope: servicelayer.Seal(ctx, ev, now),
+				Payload:  string(payload),
+				Handlers: servicelayer.EventHandlers(ev.Name()),
+			})
+		}
+	}
+	return c, nil
+}

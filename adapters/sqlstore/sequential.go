@@ -1,0 +1,177 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"allocation/servicelayer"
+)
+
+// ApplyInTransaction writes c statement by statement in one transaction on
+// db, with ? placeholders rebound to bind. It is Apply for a database where
+// a statement costs no round trip (an embedded one); it returns the
+// deliveries queued and whether any must wake the dispatchers.
+func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) (queued []Queued, wake bool, err error) {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that matters is the one that made us roll back
+		}
+	}()
+	w := writer{tx: tx, bind: bind, ctx: ctx}
+	if c.InboxID != "" && w.exec(`INSERT INTO inbox (message_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, c.InboxID, c.Now) == 0 && w.err == nil {
+		return nil, false, fmt.Errorf("message %s: %w", c.InboxID, servicelayer.ErrDuplicateMessage)
+	}
+	if c.Done != nil {
+		if w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
+			WHERE event_id = ? AND handler = ? AND status = 'pending'`, c.Now, c.Done.EventID, c.Done.Handler) == 0 && w.err == nil {
+			return nil, false, servicelayer.ErrNotDelivered
+		}
+		wake = w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
+			AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
+			c.Done.EventID, c.Done.Handler, c.Done.EventID, c.Done.Handler)
+	}
+	for _, p := range c.NewProducts {
+		if w.exec(`INSERT INTO products (sku, version_number) VALUES (?, ?) ON CONFLICT DO NOTHING`, p.SKU, p.Version) == 0 && w.err == nil {
+			return nil, false, fmt.Errorf("product %s created concurrently: %w", p.SKU, ErrConflict)
+		}
+	}
+	for _, p := range c.Bumped {
+		if w.exec(`UPDATE products SET version_number = ? WHERE sku = ? AND version_number = ?`, p.To, p.SKU, p.From) == 0 && w.err == nil {
+			return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.From, p.SKU, ErrConflict)
+		}
+	}
+	batchIDs := map[string]int64{}
+	for _, b := range c.NewBatches {
+		var eta any
+		if !b.ETA.IsZero() {
+			eta = b.ETA.Format("2006-01-02")
+		}
+		batchIDs[b.Ref] = w.id(`INSERT INTO batches (reference, sku, purchased_quantity, allocated_quantity, eta) VALUES (?, ?, ?, ?, ?) RETURNING id`,
+			b.Ref, b.SKU, b.Purchased, b.Allocated, eta)
+	}
+	for _, b := range c.ChangedBatches {
+		w.exec(`UPDATE batches SET purchased_quantity = ?, allocated_quantity = ? WHERE id = ?`, b.Purchased, b.Allocated, b.ID)
+	}
+	for _, l := range c.RemovedLines {
+		w.exec(`DELETE FROM allocations WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty)
+	}
+	for _, l := range c.AddedLines {
+		id := l.BatchID
+		if id == 0 {
+			id = batchIDs[l.BatchRef]
+		}
+		w.exec(`INSERT INTO allocations (batch_id, orderid, sku, qty) VALUES (?, ?, ?, ?)`, id, l.Line.OrderID, l.Line.SKU, l.Line.Qty)
+	}
+	for _, l := range c.ViewRemoved {
+		w.exec(`DELETE FROM allocations_view WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty)
+	}
+	for _, r := range c.ViewPut {
+		w.exec(`INSERT INTO allocations_view (orderid, sku, qty, batchref) VALUES (?, ?, ?, ?)
+			ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = excluded.batchref`, r.Line.OrderID, r.Line.SKU, r.Line.Qty, r.BatchRef)
+	}
+	// Turns are taken against what was pending before these events: they go
+	// out in order behind each other.
+	type turn struct{ sku, handler string }
+	waiting := map[turn]bool{}
+	for _, ev := range c.Events {
+		for _, h := range ev.Handlers {
+			t := turn{ev.Envelope.Event.ProductSKU(), h}
+			if _, ok := waiting[t]; !ok {
+				waiting[t] = w.exists(`SELECT 1 FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status = 'pending'`, t.sku, t.handler)
+			}
+		}
+	}
+	for _, ev := range c.Events {
+		env := ev.Envelope
+		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			env.MessageID, env.Event.ProductSKU(), env.Event.Name(), ev.Payload, env.OccurredAt, env.CausationID, env.CorrelationID)
+		for _, h := range ev.Handlers {
+			inTurn := !waiting[turn{env.Event.ProductSKU(), h}]
+			next := c.FirstAttempt
+			if !inTurn {
+				next, wake = c.Now, true // due at once: the dispatcher keeps the order
+			}
+			w.exec(`INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
+				logID, h, env.Event.ProductSKU(), next, c.Now)
+			queued = append(queued, Queued{MessageID: env.MessageID, LogID: logID, Handler: h, InTurn: inTurn})
+		}
+	}
+	if w.err != nil {
+		return nil, false, w.err
+	}
+	if err = tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("commit: %w", err)
+	}
+	return queued, wake, nil
+}
+
+// writer runs statements until the first error, which it keeps.
+type writer struct {
+	ctx  context.Context
+	tx   *sqlx.Tx
+	bind int
+	err  error
+}
+
+// exec runs query and returns how many rows it changed.
+func (w *writer) exec(query string, args ...any) int64 {
+	if w.err != nil {
+		return 0
+	}
+	res, err := w.tx.ExecContext(w.ctx, sqlx.Rebind(w.bind, query), args...)
+	if err != nil {
+		w.err = fmt.Errorf("%s: %w", firstWords(query), err)
+		return 0
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		w.err = err
+	}
+	return n
+}
+
+// id runs an INSERT … RETURNING id.
+func (w *writer) id(query string, args ...any) int64 {
+	var id int64
+	if w.err == nil {
+		if err := w.tx.GetContext(w.ctx, &id, sqlx.Rebind(w.bind, query), args...); err != nil {
+			w.err = fmt.Errorf("%s: %w", firstWords(query), err)
+		}
+	}
+	return id
+}
+
+// exists reports whether query returns a row.
+func (w *writer) exists(query string, args ...any) bool {
+	var one int
+	if w.err != nil {
+		return false
+	}
+	err := w.tx.GetContext(w.ctx, &one, sqlx.Rebind(w.bind, query), args...)
+	if err != nil && err != sql.ErrNoRows {
+		w.err = fmt.Errorf("%s: %w", firstWords(query), err)
+	}
+	return err == nil
+}
+
+// firstWords names a statement in an error: its first three words.
+func firstWords(query string) string {
+	n, words := 0, 0
+	for i, r := range query {
+		if r == ' ' {
+			if words++; words == 3 {
+				return query[:i]
+			}
+		}
+		n = i
+	}
+	return query[:n+1]
+}

@@ -1,0 +1,232 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"allocation/domain"
+	"allocation/servicelayer"
+)
+
+// session is one attempt at a unit of work: what it read, and the view
+// changes it asked for. Nothing is written until the dialect applies its
+// Changes.
+type session struct {
+	store     *Store
+	seen      []*domain.Product
+	snapshots map[string]productSnapshot
+	view      viewChanges
+	locked    map[string]bool
+	releases  []func() // locks kept by the session itself, when no hold keeps them
+}
+
+func (s *Store) begin() *session {
+	return &session{store: s, snapshots: map[string]productSnapshot{}, locked: map[string]bool{}}
+}
+
+// end releases the locks the session kept itself.
+func (s *session) end() {
+	for i := len(s.releases) - 1; i >= 0; i-- {
+		s.releases[i]()
+	}
+	s.releases = nil
+}
+
+func (s *session) Products() servicelayer.Products                { return (*repository)(s) }
+func (s *session) Allocations() servicelayer.AllocationsReadModel { return (*readModel)(s) }
+
+// productSnapshot is a product as it was loaded, so that saving writes only
+// what changed.
+type productSnapshot struct {
+	version int
+	batches map[string]batchSnapshot // by reference
+}
+
+type batchSnapshot struct {
+	id        int64
+	purchased int
+	allocated int
+	lines     []domain.OrderLine // the loaded ones
+}
+
+// repository is the Products port of one session.
+type repository session
+
+// Get loads the product with every allocated line.
+func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
+	return r.get(ctx, sku, r.store.queries.loadEveryLine)
+}
+
+// GetBatches loads the batches with their allocated totals and no line.
+func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Product, error) {
+	return r.get(ctx, sku, r.store.queries.loadNoLines)
+}
+
+// GetForLine loads the batches with their allocated totals and only line
+// itself, where it is allocated: the cost does not grow with the product's
+// history.
+func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
+	return r.get(ctx, line.SKU, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
+}
+
+// GetByBatchRef loads the product holding ref with the lines of that batch.
+func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
+	for _, p := range r.seen {
+		if p.Batch(ref) != nil {
+			return p, nil
+		}
+	}
+	sku, found, err := r.store.ProductOfBatch(ctx, ref)
+	if err != nil || !found {
+		return nil, err
+	}
+	return r.get(ctx, sku, r.store.queries.loadLinesOfBatch, ref)
+}
+
+// get takes the product's in-process lock, then loads it with the lines
+// query selects (its arguments first). A product already handed out in
+// this session is returned as it is.
+func (r *repository) get(ctx context.Context, sku, query string, lineArgs ...any) (*domain.Product, error) {
+	for _, p := range r.seen {
+		if p.SKU() == sku {
+			return p, nil
+		}
+	}
+	if err := (*session)(r).lockProduct(ctx, sku); err != nil {
+		return nil, err
+	}
+	p, snap, err := r.store.load(ctx, sku, query, append(lineArgs, sku))
+	if err != nil || p == nil {
+		return nil, err
+	}
+	r.seen = append(r.seen, p)
+	r.snapshots[sku] = snap
+	return p, nil
+}
+
+// Add registers a new product, to be inserted with the unit of work; a
+// concurrent creator of the same SKU makes that a conflict, and the retry
+// finds the product.
+func (r *repository) Add(ctx context.Context, p *domain.Product) error {
+	if err := (*session)(r).lockProduct(ctx, p.SKU()); err != nil {
+		return err
+	}
+	r.seen = append(r.seen, p)
+	return nil
+}
+
+func (r *repository) Seen() []*domain.Product { return slices.Clone(r.seen) }
+
+// productRow is one row of loadProduct.
+type productRow struct {
+	Version   int            `db:"version_number"`
+	BatchID   sql.NullInt64  `db:"id"`
+	Reference sql.NullString `db:"reference"`
+	Purchased sql.NullInt64  `db:"purchased_quantity"`
+	Allocated sql.NullInt64  `db:"allocated_quantity"`
+	ETA       Timestamp      `db:"eta"`
+	OrderID   sql.NullString `db:"orderid"`
+	Qty       sql.NullInt64  `db:"qty"`
+}
+
+// load reads the product of sku in one round trip; nil when there is none.
+func (s *Store) load(ctx context.Context, sku, query string, args []any) (*domain.Product, productSnapshot, error) {
+	st, err := s.stmts.Get(ctx, query)
+	if err != nil {
+		return nil, productSnapshot{}, err
+	}
+	var rows []productRow
+	if err := st.SelectContext(ctx, &rows, args...); err != nil {
+		return nil, productSnapshot{}, s.dialect.Classify(fmt.Errorf("load product %s: %w", sku, err))
+	}
+	if len(rows) == 0 {
+		return nil, productSnapshot{}, nil
+	}
+	snap := productSnapshot{version: rows[0].Version, batches: map[string]batchSnapshot{}}
+	var batches []*domain.Batch
+	for i := 0; i < len(rows); {
+		row := rows[i]
+		if !row.BatchID.Valid {
+			break // a product without batches
+		}
+		var lines []domain.OrderLine
+		for ; i < len(rows) && rows[i].BatchID == row.BatchID; i++ {
+			if rows[i].OrderID.Valid {
+				lines = append(lines, domain.OrderLine{OrderID: rows[i].OrderID.String, SKU: sku, Qty: int(rows[i].Qty.Int64)})
+			}
+		}
+		ref := row.Reference.String
+		snap.batches[ref] = batchSnapshot{id: row.BatchID.Int64, purchased: int(row.Purchased.Int64), allocated: int(row.Allocated.Int64), lines: lines}
+		batches = append(batches, domain.RestoreBatchInPart(ref, sku, int(row.Purchased.Int64), int(row.Allocated.Int64), row.ETA.Time, slices.Clone(lines)))
+	}
+	return domain.RestoreProduct(sku, snap.version, batches), snap, nil
+}
+
+// ProductOfBatch says which product batch ref belongs to. A batch never
+// changes product, so what was found once is remembered.
+func (s *Store) ProductOfBatch(ctx context.Context, ref string) (sku string, found bool, err error) {
+	if sku, ok := s.owners.get(ref); ok {
+		return sku, true, nil
+	}
+	st, err := s.stmts.Get(ctx, s.queries.skuOfBatch)
+	if err != nil {
+		return "", false, err
+	}
+	err = st.GetContext(ctx, &sku, ref)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, s.dialect.Classify(fmt.Errorf("find batch %s: %w", ref, err))
+	}
+	s.owners.put(ref, sku)
+	return sku, true, nil
+}
+
+// Timestamp scans a date or time whatever the driver makes of it: a
+// time.Time, or text in one of the layouts SQL databases write. Null or
+// missing is the zero time.
+type Timestamp struct{ time.Time }
+
+var timestampLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	time.DateOnly,
+}
+
+// Scan implements sql.Scanner.
+func (t *Timestamp) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		t.Time = time.Time{}
+		return nil
+	case time.Time:
+		t.Time = v
+		return nil
+	case []byte:
+		return t.parse(string(v))
+	case string:
+		return t.parse(v)
+	case int64: // Unix milliseconds
+		t.Time = time.UnixMilli(v).UTC()
+		return nil
+	}
+	return fmt.Errorf("cannot read %T as a time", v)
+}
+
+func (t *Timestamp) parse(s string) error {
+	for _, layout := range timestampLayouts {
+		if parsed, err := time.Parse(layout, s); err == nil {
+			t.Time = parsed
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot read %q as a time", s)
+}

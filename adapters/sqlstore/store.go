@@ -1,0 +1,159 @@
+// Package sqlstore keeps products, their batches and allocations, the
+// allocations view, the event log and the inbox in a SQL database, behind the
+// service layer's ports. What differs between databases (how the changes of
+// a unit of work are written in one atomic step, how dispatchers are woken,
+// which driver errors mean what) is a Dialect's; the rest is here, once.
+//
+// Units of work are optimistic: a product is read without a lock, decided on
+// in Go, and written back with a check that its version did not move, in one
+// statement where the dialect can. Within a process, writers of one product
+// take turns on an in-process lock first, so the check rarely fails; across
+// processes it is what keeps them apart, and a failed check runs the unit of
+// work again.
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jmoiron/sqlx"
+
+	"allocation/servicelayer"
+)
+
+// ErrConflict marks a write that lost a race with a concurrent one: the unit
+// of work runs again from the start.
+var ErrConflict = errors.New("concurrent update")
+
+// FirstAttemptGrace is how long a new delivery is left to the process that
+// committed its event (it delivers right after commit) before a dispatcher
+// takes it: it only matters when that process died in between.
+const FirstAttemptGrace = 2 * time.Second
+
+// claimLease is how long a dispatcher keeps a delivery it took before
+// another may take it, presuming the first died.
+const claimLease = 30 * time.Second
+
+// Dialect is what differs between the databases the store runs on.
+type Dialect interface {
+	// BindType is the placeholder style of the driver (sqlx.DOLLAR, ...).
+	BindType() int
+	// Apply writes the changes of one unit of work atomically and returns
+	// the deliveries it queued, with their event's LogID. A product that
+	// changed since it was read fails with ErrConflict, a repeated inbox id
+	// with servicelayer.ErrDuplicateMessage, a delivery to mark done that is
+	// no longer pending with servicelayer.ErrNotDelivered. Deliveries not in
+	// turn, and later deliveries waiting for the one marked done, wake the
+	// dispatchers.
+	Apply(ctx context.Context, c *Changes) ([]Queued, error)
+	// MarkDone marks done a delivery whose handler changed nothing stored,
+	// and wakes the dispatchers when later deliveries of its product wait
+	// for it. Losing this write in a crash is harmless (the delivery is made
+	// again and its receivers drop the repeat), so it need not wait for the
+	// disk.
+	MarkDone(ctx context.Context, d DeliveryKey, now time.Time) error
+	// Notify wakes the dispatchers of every process on the database.
+	Notify(ctx context.Context) error
+	// Wake delivers the wake-ups, possibly sent by another process.
+	Wake() <-chan struct{}
+	// Classify marks err with ErrConflict or servicelayer.ErrUnavailable
+	// where the driver says so, and returns it.
+	Classify(err error) error
+	// Close releases what the dialect holds (its listener, extra pools).
+	Close() error
+}
+
+// Store implements the storage ports of the service layer: the unit of
+// work, the event log the dispatcher reads, and the views queries read.
+type Store struct {
+	db      *sqlx.DB
+	dialect Dialect
+	log     *slog.Logger
+	policy  servicelayer.RetryPolicy
+	// retry bounds how long a conflicting unit of work keeps being retried.
+	retry   func() backoff.BackOff
+	locks   productLocks
+	owners  ownerCache
+	queries queries
+	stmts   *Statements
+}
+
+// New returns a store on db that writes through dialect; log may be nil.
+func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Store{
+		db:      db,
+		dialect: dialect,
+		log:     log,
+		policy:  servicelayer.DefaultRetryPolicy(),
+		retry: func() backoff.BackOff {
+			bo := backoff.NewExponentialBackOff()
+			bo.InitialInterval = 2 * time.Millisecond
+			bo.MaxInterval = 250 * time.Millisecond
+			bo.MaxElapsedTime = 10 * time.Second
+			return bo
+		},
+		locks:   productLocks{locks: map[string]*productLock{}},
+		owners:  ownerCache{skus: map[string]string{}},
+		queries: rebindQueries(dialect.BindType()),
+		stmts:   NewStatements(db, dialect.Classify),
+	}
+}
+
+// SetRetryPolicy changes when failed deliveries are retried or parked.
+func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
+
+// Close releases the prepared statements and what the dialect holds; the
+// database handle belongs to the caller.
+func (s *Store) Close() error {
+	return errors.Join(s.stmts.Close(), s.dialect.Close())
+}
+
+// Statements prepares each query once per pool, on first use: the
+// statements of the hot path skip parsing and planning, and cost one round
+// trip each.
+type Statements struct {
+	db       *sqlx.DB
+	classify func(error) error
+	mu       sync.Mutex
+	stmts    map[string]*sqlx.Stmt
+}
+
+// NewStatements prepares on db; classify marks the errors of preparing.
+func NewStatements(db *sqlx.DB, classify func(error) error) *Statements {
+	return &Statements{db: db, classify: classify, stmts: map[string]*sqlx.Stmt{}}
+}
+
+// Get returns query prepared.
+func (s *Statements) Get(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := s.db.PreparexContext(ctx, query)
+	if err != nil {
+		return nil, s.classify(fmt.Errorf("prepare statement: %w", err))
+	}
+	s.stmts[query] = st
+	return st, nil
+}
+
+// Close closes every statement prepared.
+func (s *Statements) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, st := range s.stmts {
+		errs = append(errs, st.Close())
+	}
+	s.stmts = map[string]*sqlx.Stmt{}
+	return errors.Join(errs...)
+}

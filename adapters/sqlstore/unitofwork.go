@@ -1,0 +1,167 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"allocation/servicelayer"
+)
+
+// Do implements servicelayer.UnitOfWork. When the write finds that a
+// product moved on since it was read (a writer in another process), fn runs
+// again from scratch with backoff, until ctx ends.
+func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	inbox := servicelayer.MessageID(ctx)
+	return s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
+		sess := s.begin()
+		defer sess.end()
+		if err := fn(sess); err != nil {
+			return nil, err
+		}
+		c, err := sess.changes(ctx, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		c.InboxID = inbox
+		if !c.changesState() && c.InboxID == "" {
+			return nil, nil
+		}
+		return s.apply(ctx, c)
+	})
+}
+
+// Deliver implements servicelayer.UnitOfWork. A delivery in turn was just
+// queued by this process, which holds the product's lock: it is made at
+// once. Any other is first claimed in the database, which refuses it unless
+// it is due and first in line for its product and handler.
+func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	attempts := 0
+	if !d.InTurn {
+		var err error
+		if attempts, err = s.claim(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	key := &DeliveryKey{EventID: d.LogID, Handler: d.Handler}
+	queued, err := s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
+		sess := s.begin()
+		defer sess.end()
+		if err := fn(sess); err != nil {
+			return nil, &handlerError{err}
+		}
+		c, err := sess.changes(ctx, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		c.Done = key
+		if !c.changesState() {
+			return nil, s.dialect.MarkDone(ctx, *key, c.Now)
+		}
+		return s.apply(ctx, c)
+	})
+	var failed *handlerError
+	if errors.As(err, &failed) {
+		if recErr := s.recordFailure(ctx, d, attempts+1, failed.err); recErr != nil {
+			return nil, errors.Join(failed.err, recErr)
+		}
+		return nil, failed.err
+	}
+	return queued, err
+}
+
+// apply writes c and turns what the dialect queued into deliveries.
+func (s *Store) apply(ctx context.Context, c *Changes) ([]servicelayer.Delivery, error) {
+	queued, err := s.dialect.Apply(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]servicelayer.Envelope, len(c.Events))
+	for _, ev := range c.Events {
+		byID[ev.Envelope.MessageID] = ev.Envelope
+	}
+	out := make([]servicelayer.Delivery, 0, len(queued))
+	for _, q := range queued {
+		env := byID[q.MessageID]
+		env.LogID = q.LogID
+		out = append(out, servicelayer.Delivery{Envelope: env, Handler: q.Handler, InTurn: q.InTurn})
+	}
+	return out, nil
+}
+
+// handlerError is a handler's own failure, as opposed to the bookkeeping's.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+func (s *Store) retrying(ctx context.Context, attempt func() ([]servicelayer.Delivery, error)) ([]servicelayer.Delivery, error) {
+	var out []servicelayer.Delivery
+	tries := 0
+	err := backoff.Retry(func() error {
+		tries++
+		var err error
+		out, err = attempt()
+		if err != nil && !errors.Is(err, ErrConflict) {
+			return backoff.Permanent(err)
+		}
+		if err != nil {
+			s.log.DebugContext(ctx, "retrying unit of work after a conflict", "attempt", tries, "error", err)
+		}
+		return err
+	}, backoff.WithContext(s.retry(), ctx))
+	return out, err
+}
+
+// claim takes d for this process for claimLease and returns how often it was
+// tried before, or ErrNotDelivered when it is done, dead, not due, taken by
+// another dispatcher or waiting for an earlier event of its product.
+func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error) {
+	st, err := s.stmts.Get(ctx, s.queries.claim)
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now().UTC()
+	until := now.Add(claimLease)
+	rows, err := st.QueryContext(ctx, until, until, now, d.LogID, d.Handler, now)
+	if err != nil {
+		return 0, s.dialect.Classify(fmt.Errorf("claim delivery %d/%s: %w", d.LogID, d.Handler, err))
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return 0, s.dialect.Classify(fmt.Errorf("claim delivery %d/%s: %w", d.LogID, d.Handler, err))
+		}
+		return 0, servicelayer.ErrNotDelivered
+	}
+	var attempts int
+	if err := rows.Scan(&attempts); err != nil {
+		return 0, fmt.Errorf("claim delivery %d/%s: %w", d.LogID, d.Handler, err)
+	}
+	return attempts, rows.Close()
+}
+
+// recordFailure notes a failed attempt and when to try again, or parks the
+// delivery as dead after its last attempt, and wakes the dispatchers.
+func (s *Store) recordFailure(ctx context.Context, d servicelayer.Delivery, attempts int, cause error) error {
+	status := "pending"
+	if attempts >= s.policy.MaxAttempts {
+		status = "dead"
+	}
+	now := time.Now().UTC()
+	// The failure is recorded even when the request that hit it is gone.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.db.ExecContext(ctx, s.queries.recordFailure,
+		attempts, status, cause.Error(), now, now.Add(s.policy.Delay(attempts)), d.LogID, d.Handler); err != nil {
+		return s.dialect.Classify(fmt.Errorf("record failure of delivery %d/%s: %w", d.LogID, d.Handler, err))
+	}
+	if status == "dead" {
+		s.log.ErrorContext(ctx, "event parked as dead", "event_id", d.LogID, "handler", d.Handler,
+			"message_id", d.MessageID, "attempts", attempts, "error", cause)
+	}
+	return s.dialect.Notify(ctx)
+}
