@@ -7,6 +7,11 @@ import (
 	"time"
 )
 
+// DeliveryTimeout bounds one delivery by the dispatcher (a handler and its
+// bookkeeping): a store may hand the delivery to another dispatcher after
+// that.
+const DeliveryTimeout = 4 * time.Second
+
 // Dispatcher delivers, in the background, every logged event some handler has
 // not done yet: after a crash between commit and delivery, after a handler
 // error, while a dependency was down. It sleeps until the next delivery falls
@@ -59,7 +64,9 @@ func (d *Dispatcher) DeliverDue(ctx context.Context) error {
 		}
 		progress := false
 		for _, delivery := range due {
-			err := d.bus.Deliver(ctx, delivery)
+			dctx, cancel := context.WithTimeout(ctx, DeliveryTimeout)
+			err := d.bus.Deliver(dctx, delivery)
+			cancel()
 			if err == nil {
 				progress = true
 			} else if !errors.Is(err, ErrNotDelivered) {

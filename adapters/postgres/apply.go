@@ -4,111 +4,27 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
 
 	"allocation/adapters/sqlstore"
+	"allocation/domain"
 )
 
-// applyChanges writes the changes of a unit of work in one statement: one
-// round trip and one commit. The checks come first (guard): the inbound
-// message is new, the delivery to complete is still pending, every product
-// is still at the version it was read at. When one fails, allocation_refuse
-// aborts the statement, and with it everything else it did; every other
-// part runs only once the guard passed.
+// Apply implements sqlstore.Dialect: the changes of a unit of work are
+// written in one statement, one round trip and one commit. The statement has
+// only the parts the changes need, so an allocation and a batch correction
+// each have their own, prepared once.
 //
-// A line that moved between batches is deleted before it is inserted again:
-// reading the count of removed_lines makes PostgreSQL run that part first.
-// A delivery is in turn when no delivery of its product and handler was
-// pending before; the others, and those waiting for the delivery completed
-// here, wake the dispatchers.
-const applyChanges = `
-WITH
-inbox_row AS (
-	INSERT INTO inbox (message_id, processed_at) SELECT $3::text, $1::timestamptz WHERE $3::text <> ''
-	ON CONFLICT DO NOTHING RETURNING 1),
-done AS (
-	UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $1::timestamptz
-	WHERE event_id = $4::bigint AND handler = $5::text AND status = 'pending'
-	RETURNING aggregate),
-new_products AS (
-	INSERT INTO products (sku, version_number) SELECT * FROM unnest($6::text[], $7::int[])
-	ON CONFLICT DO NOTHING RETURNING 1),
-bumped AS (
-	UPDATE products p SET version_number = b.next
-	FROM unnest($8::text[], $9::int[], $10::int[]) AS b(sku, prev, next)
-	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1),
-guard AS (
-	SELECT CASE
-		WHEN $3::text <> '' AND NOT EXISTS (SELECT FROM inbox_row)
-			THEN allocation_refuse('AL001', 'message ' || $3::text || ' already processed')
-		WHEN $4::bigint <> 0 AND NOT EXISTS (SELECT FROM done)
-			THEN allocation_refuse('AL002', 'delivery ' || $4::bigint || '/' || $5::text || ' is not pending')
-		WHEN (SELECT count(*) FROM new_products) <> cardinality($6::text[])
-		  OR (SELECT count(*) FROM bumped) <> cardinality($8::text[])
-			THEN allocation_refuse('40001', 'a product changed since it was read')
-		ELSE true END AS ok),
-new_batches AS (
-	INSERT INTO batches (reference, sku, purchased_quantity, allocated_quantity, eta)
-	SELECT ref, sku, purchased, allocated, eta
-	FROM unnest($11::text[], $12::text[], $13::int[], $14::int[], $15::date[]) WITH ORDINALITY AS b(ref, sku, purchased, allocated, eta, n)
-	WHERE (SELECT ok FROM guard) ORDER BY n
-	RETURNING id, reference),
-changed_batches AS (
-	UPDATE batches SET purchased_quantity = c.purchased, allocated_quantity = c.allocated
-	FROM unnest($16::bigint[], $17::int[], $18::int[]) AS c(id, purchased, allocated)
-	WHERE batches.id = c.id AND (SELECT ok FROM guard) RETURNING 1),
-removed_lines AS (
-	DELETE FROM allocations a USING unnest($19::text[], $20::text[], $21::int[]) AS r(orderid, sku, qty)
-	WHERE a.orderid = r.orderid AND a.sku = r.sku AND a.qty = r.qty AND (SELECT ok FROM guard) RETURNING 1),
-added_lines AS (
-	INSERT INTO allocations (batch_id, orderid, sku, qty)
-	SELECT coalesce(nb.id, l.batch_id), l.orderid, l.sku, l.qty
-	FROM unnest($22::bigint[], $23::text[], $24::text[], $25::text[], $26::int[]) WITH ORDINALITY AS l(batch_id, batch_ref, orderid, sku, qty, n)
-	LEFT JOIN new_batches nb ON l.batch_id = 0 AND nb.reference = l.batch_ref
-	WHERE (SELECT count(*) FROM removed_lines) >= 0 AND (SELECT ok FROM guard) ORDER BY l.n
-	RETURNING 1),
-view_removed AS (
-	DELETE FROM allocations_view v USING unnest($27::text[], $28::text[], $29::int[]) AS r(orderid, sku, qty)
-	WHERE v.orderid = r.orderid AND v.sku = r.sku AND v.qty = r.qty AND (SELECT ok FROM guard) RETURNING 1),
-view_put AS (
-	INSERT INTO allocations_view (orderid, sku, qty, batchref)
-	SELECT orderid, sku, qty, batchref FROM unnest($30::text[], $31::text[], $32::int[], $33::text[]) WITH ORDINALITY AS v(orderid, sku, qty, batchref, n)
-	WHERE (SELECT ok FROM guard) ORDER BY n
-	ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = EXCLUDED.batchref
-	RETURNING 1),
-logged AS (
-	INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id)
-	SELECT message_id::uuid, aggregate, name, payload::jsonb, occurred_at::timestamptz, causation_id, correlation_id
-	FROM unnest($34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[])
-		WITH ORDINALITY AS e(message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, n)
-	WHERE (SELECT ok FROM guard) ORDER BY n
-	RETURNING id, message_id, aggregate),
-queue AS (
-	SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
-	       NOT EXISTS (SELECT 1 FROM event_deliveries x
-	                   WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status = 'pending'
-	                     AND NOT (x.event_id = $4::bigint AND x.handler = $5::text)) AS in_turn
-	FROM unnest($41::text[], $42::text[]) AS d(message_id, handler)
-	JOIN logged l ON l.message_id = d.message_id::uuid),
-queued AS (
-	INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)
-	SELECT event_id, handler, aggregate, CASE WHEN in_turn THEN $2::timestamptz ELSE $1::timestamptz END, $1::timestamptz
-	FROM queue
-	RETURNING 1),
-followers AS (
-	SELECT 1 FROM done JOIN event_deliveries x ON x.aggregate = done.aggregate
-	WHERE x.handler = $5::text AND x.status = 'pending' AND x.event_id > $4::bigint
-	LIMIT 1)
-SELECT q.message_id::text AS message_id, q.event_id, q.handler, q.in_turn,
-       CASE WHEN NOT q.in_turn OR EXISTS (SELECT FROM followers) THEN pg_notify('` + notifyChannel + `', '') END IS NOT NULL AS notified
-FROM guard g LEFT JOIN queue q ON g.ok
-ORDER BY q.event_id, q.handler`
-
-// Apply implements sqlstore.Dialect.
+// The checks come first (guard): the inbound message is new, the delivery to
+// complete is still pending, every product is still at the version it was
+// read at. When one fails, allocation_refuse aborts the statement and with it
+// everything it did; every other part runs only once the guard passed.
 func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	st, err := d.stmts.Get(ctx, applyChanges)
+	query, args := buildApply(c)
+	st, err := d.stmts.Get(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -117,9 +33,9 @@ func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 		EventID   sql.NullInt64  `db:"event_id"`
 		Handler   sql.NullString `db:"handler"`
 		InTurn    sql.NullBool   `db:"in_turn"`
-		Notified  bool           `db:"notified"`
+		Notified  sql.NullBool   `db:"notified"`
 	}
-	if err := st.SelectContext(ctx, &rows, applyArgs(c)...); err != nil {
+	if err := st.SelectContext(ctx, &rows, args...); err != nil {
 		return nil, d.Classify(fmt.Errorf("write unit of work: %w", err))
 	}
 	var queued []sqlstore.Queued
@@ -131,93 +47,246 @@ func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 	return queued, nil
 }
 
-// applyArgs lays c out as the columns applyChanges unnests.
-func applyArgs(c *sqlstore.Changes) []any {
-	var done struct {
-		id      int64
-		handler string
+// statement builds one SQL statement: its parts (WITH queries) and the
+// arguments they take, numbered in the order they are added.
+type statement struct {
+	parts  []string
+	checks []string // WHEN … THEN allocation_refuse(…) of the guard
+	args   []any
+	at     time.Time
+	now    string // the placeholder of at, once a part uses it
+}
+
+// time is the placeholder of the unit of work's time.
+func (s *statement) time() string {
+	if s.now == "" {
+		s.now = s.arg(s.at, "timestamptz")
 	}
+	return s.now
+}
+
+// arg adds an argument and returns its placeholder, cast to typ.
+func (s *statement) arg(v any, typ string) string {
+	s.args = append(s.args, v)
+	return fmt.Sprintf("$%d::%s", len(s.args), typ)
+}
+
+func (s *statement) part(name, format string, a ...any) {
+	s.parts = append(s.parts, name+" AS (\n"+fmt.Sprintf(format, a...)+")")
+}
+
+// guarded is the condition every write after the checks carries.
+func (s *statement) guarded() string {
+	if len(s.checks) == 0 {
+		return "true"
+	}
+	return "(SELECT ok FROM guard)"
+}
+
+func buildApply(c *sqlstore.Changes) (string, []any) {
+	s := &statement{at: c.Now}
+
+	// The checks.
+	if c.InboxID != "" {
+		id := s.arg(c.InboxID, "text")
+		s.part("inbox_row", `INSERT INTO inbox (message_id, processed_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1`, id, s.time())
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN NOT EXISTS (SELECT FROM inbox_row) THEN allocation_refuse('AL001', 'message ' || %s || ' already processed')`, id))
+	}
+	doneID, doneHandler := "0::bigint", "''::text"
 	if c.Done != nil {
-		done.id, done.handler = c.Done.EventID, c.Done.Handler
+		doneID, doneHandler = s.arg(c.Done.EventID, "bigint"), s.arg(c.Done.Handler, "text")
+		s.part("done", `UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = %s
+	WHERE event_id = %s AND handler = %s AND status = 'pending' RETURNING aggregate`, s.time(), doneID, doneHandler)
+		s.checks = append(s.checks, `WHEN NOT EXISTS (SELECT FROM done) THEN allocation_refuse('AL002', 'the delivery is not pending')`)
 	}
-	var (
-		newSKUs, bumpSKUs                               = []string{}, []string{}
-		newVersions, bumpFrom, bumpTo                   = []int64{}, []int64{}, []int64{}
-		batchRefs, batchSKUs                            = []string{}, []string{}
-		batchPurchased, batchAllocated                  = []int64{}, []int64{}
-		batchETAs                                       = []sql.NullString{}
-		changedIDs, changedPurchased, changedAllocated  = []int64{}, []int64{}, []int64{}
-		removed, viewRemoved                            lineColumns
-		added, viewPut                                  lineColumns
-		addedBatchIDs                                   = []int64{}
-		addedBatchRefs, viewBatchRefs                   = []string{}, []string{}
-		evIDs, evAggregates, evNames, evPayloads        = []string{}, []string{}, []string{}, []string{}
-		evOccurred, evCausations, evCorrelations        = []string{}, []string{}, []string{}
-		deliveryIDs, deliveryHandlers                   = []string{}, []string{}
-	)
-	for _, p := range c.NewProducts {
-		newSKUs, newVersions = append(newSKUs, p.SKU), append(newVersions, int64(p.Version))
+	if len(c.NewProducts) > 0 {
+		var skus []string
+		var versions []int64
+		for _, p := range c.NewProducts {
+			skus, versions = append(skus, p.SKU), append(versions, int64(p.Version))
+		}
+		s.part("new_products", `INSERT INTO products (sku, version_number) SELECT * FROM unnest(%s, %s) ON CONFLICT DO NOTHING RETURNING 1`,
+			s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(versions), "int[]"))
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM new_products) <> %d THEN allocation_refuse('40001', 'a product was created concurrently')`, len(skus)))
 	}
-	for _, p := range c.Bumped {
-		bumpSKUs, bumpFrom, bumpTo = append(bumpSKUs, p.SKU), append(bumpFrom, int64(p.From)), append(bumpTo, int64(p.To))
+	if len(c.Bumped) > 0 {
+		var skus []string
+		var from, to []int64
+		for _, p := range c.Bumped {
+			skus, from, to = append(skus, p.SKU), append(from, int64(p.From)), append(to, int64(p.To))
+		}
+		s.part("bumped", `UPDATE products p SET version_number = b.next FROM unnest(%s, %s, %s) AS b(sku, prev, next)
+	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1`,
+			s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(from), "int[]"), s.arg(pq.Array(to), "int[]"))
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM bumped) <> %d THEN allocation_refuse('40001', 'a product changed since it was read')`, len(skus)))
 	}
-	for _, b := range c.NewBatches {
-		batchRefs, batchSKUs = append(batchRefs, b.Ref), append(batchSKUs, b.SKU)
-		batchPurchased, batchAllocated = append(batchPurchased, int64(b.Purchased)), append(batchAllocated, int64(b.Allocated))
-		eta := sql.NullString{String: b.ETA.Format(time.DateOnly), Valid: !b.ETA.IsZero()}
-		batchETAs = append(batchETAs, eta)
+	if len(c.Unchanged) > 0 {
+		var skus []string
+		var versions []int64
+		for _, p := range c.Unchanged {
+			skus, versions = append(skus, p.SKU), append(versions, int64(p.Version))
+		}
+		s.part("unchanged", `SELECT count(*) AS n FROM products p JOIN unnest(%s, %s) AS u(sku, version)
+	ON p.sku = u.sku AND p.version_number = u.version`, s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(versions), "int[]"))
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT n FROM unchanged) <> %d THEN allocation_refuse('40001', 'a product changed since it was read')`, len(skus)))
 	}
-	for _, b := range c.ChangedBatches {
-		changedIDs = append(changedIDs, b.ID)
-		changedPurchased, changedAllocated = append(changedPurchased, int64(b.Purchased)), append(changedAllocated, int64(b.Allocated))
+	if len(c.Unseen) > 0 {
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN EXISTS (SELECT FROM allocations a JOIN unnest(%s) AS u(orderid, sku, qty)
+		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.lines(c.Unseen)))
 	}
-	for _, l := range c.RemovedLines {
-		removed.add(l.OrderID, l.SKU, l.Qty)
+	if len(s.checks) > 0 {
+		s.part("guard", "SELECT CASE\n\t%s\n\tELSE true END AS ok", strings.Join(s.checks, "\n\t"))
 	}
-	for _, l := range c.AddedLines {
-		added.add(l.Line.OrderID, l.Line.SKU, l.Line.Qty)
-		addedBatchIDs, addedBatchRefs = append(addedBatchIDs, l.BatchID), append(addedBatchRefs, l.BatchRef)
+	ok := s.guarded()
+
+	// The writes.
+	if len(c.NewBatches) > 0 {
+		var refs, skus []string
+		var purchased, allocated []int64
+		var etas []sql.NullString
+		for _, b := range c.NewBatches {
+			refs, skus = append(refs, b.Ref), append(skus, b.SKU)
+			purchased, allocated = append(purchased, int64(b.Purchased)), append(allocated, int64(b.Allocated))
+			etas = append(etas, sql.NullString{String: b.ETA.Format(time.DateOnly), Valid: !b.ETA.IsZero()})
+		}
+		s.part("new_batches", `INSERT INTO batches (reference, sku, purchased_quantity, allocated_quantity, eta)
+	SELECT ref, sku, purchased, allocated, eta FROM unnest(%s, %s, %s, %s, %s) WITH ORDINALITY AS b(ref, sku, purchased, allocated, eta, n)
+	WHERE %s ORDER BY n RETURNING id, reference`,
+			s.arg(pq.Array(refs), "text[]"), s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(purchased), "int[]"),
+			s.arg(pq.Array(allocated), "int[]"), s.arg(pq.Array(etas), "date[]"), ok)
 	}
-	for _, l := range c.ViewRemoved {
-		viewRemoved.add(l.OrderID, l.SKU, l.Qty)
+	if len(c.ChangedBatches) > 0 {
+		var ids, purchased, allocated []int64
+		for _, b := range c.ChangedBatches {
+			ids, purchased, allocated = append(ids, b.ID), append(purchased, int64(b.Purchased)), append(allocated, int64(b.AllocatedDelta))
+		}
+		s.part("changed_batches", `UPDATE batches SET purchased_quantity = c.purchased, allocated_quantity = allocated_quantity + c.allocated
+	FROM unnest(%s, %s, %s) AS c(id, purchased, allocated) WHERE batches.id = c.id AND %s RETURNING 1`,
+			s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(purchased), "int[]"), s.arg(pq.Array(allocated), "int[]"), ok)
 	}
-	for _, r := range c.ViewPut {
-		viewPut.add(r.Line.OrderID, r.Line.SKU, r.Line.Qty)
-		viewBatchRefs = append(viewBatchRefs, r.BatchRef)
+	afterRemovals := ""
+	if len(c.RemovedLines) > 0 {
+		lines := s.lines(c.RemovedLines)
+		s.part("removed_lines", `DELETE FROM allocations a USING unnest(%s) AS r(orderid, sku, qty)
+	WHERE a.orderid = r.orderid AND a.sku = r.sku AND a.qty = r.qty AND %s RETURNING 1`, lines, ok)
+		// A line that moved is deleted before it is inserted again:
+		// reading the removals makes PostgreSQL run them first.
+		afterRemovals = "(SELECT count(*) FROM removed_lines) >= 0 AND "
 	}
+	if len(c.AddedLines) > 0 {
+		var ids []int64
+		var refs []string
+		var placed []domain.OrderLine
+		for _, l := range c.AddedLines {
+			ids, refs, placed = append(ids, l.BatchID), append(refs, l.BatchRef), append(placed, l.Line)
+		}
+		batchID, join := "l.batch_id", ""
+		if len(c.NewBatches) > 0 {
+			batchID, join = "coalesce(nb.id, l.batch_id)", "LEFT JOIN new_batches nb ON l.batch_id = 0 AND nb.reference = l.batch_ref"
+		}
+		s.part("added_lines", `INSERT INTO allocations (batch_id, orderid, sku, qty)
+	SELECT %s, l.orderid, l.sku, l.qty FROM unnest(%s, %s, %s) WITH ORDINALITY AS l(batch_id, batch_ref, orderid, sku, qty, n) %s
+	WHERE %s%s ORDER BY l.n RETURNING 1`,
+			batchID, s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(refs), "text[]"), s.lines(placed), join, afterRemovals, ok)
+	}
+	if len(c.ViewRemoved) > 0 {
+		s.part("view_removed", `DELETE FROM allocations_view v USING unnest(%s) AS r(orderid, sku, qty)
+	WHERE v.orderid = r.orderid AND v.sku = r.sku AND v.qty = r.qty AND %s RETURNING 1`, s.lines(c.ViewRemoved), ok)
+	}
+	if len(c.ViewPut) > 0 {
+		var refs []string
+		var lines []domain.OrderLine
+		for _, r := range c.ViewPut {
+			refs, lines = append(refs, r.BatchRef), append(lines, r.Line)
+		}
+		s.part("view_put", `INSERT INTO allocations_view (orderid, sku, qty, batchref)
+	SELECT orderid, sku, qty, batchref FROM unnest(%s, %s) WITH ORDINALITY AS v(orderid, sku, qty, batchref, n)
+	WHERE %s ORDER BY n
+	ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = EXCLUDED.batchref RETURNING 1`,
+			s.lines(lines), s.arg(pq.Array(refs), "text[]"), ok)
+	}
+	queue := s.events(c, doneID, doneHandler, ok)
+
+	// What comes back: the deliveries queued, and whether the dispatchers
+	// were woken for deliveries not in turn or waiting for the one done.
+	wake := "NOT q.in_turn"
+	if c.Done != nil {
+		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x ON x.aggregate = done.aggregate
+	WHERE x.handler = %s AND x.status = 'pending' AND x.event_id > %s LIMIT 1`, doneHandler, doneID)
+		wake += " OR EXISTS (SELECT FROM followers)"
+	}
+	from := "(SELECT true AS ok) g"
+	if len(s.checks) > 0 {
+		from = "guard g"
+	}
+	if queue == "" {
+		queue = "(SELECT NULL::uuid AS message_id, NULL::bigint AS event_id, NULL::text AS handler, NULL::boolean AS in_turn WHERE false)"
+	}
+	query := "WITH\n" + strings.Join(s.parts, ",\n") + fmt.Sprintf(`
+SELECT q.message_id::text AS message_id, q.event_id, q.handler, q.in_turn,
+       CASE WHEN %s THEN pg_notify('%s', '') END IS NOT NULL AS notified
+FROM %s LEFT JOIN %s q ON g.ok
+ORDER BY q.event_id, q.handler`, wake, notifyChannel, from, queue)
+	if len(s.parts) == 0 {
+		query = strings.TrimPrefix(query, "WITH\n")
+	}
+	return query, s.args
+}
+
+// events adds the parts that log the events and queue their deliveries, and
+// returns the name of the part that lists them, or "" when there are none.
+// A delivery is in turn when no delivery of its product and handler was
+// pending before, counting as done the one this statement completes and
+// those this process made but did not mark yet.
+func (s *statement) events(c *sqlstore.Changes, doneID, doneHandler, ok string) string {
+	if len(c.Events) == 0 {
+		return ""
+	}
+	var ids, aggregates, names, payloads, occurred, causations, correlations, deliveryIDs, handlers []string
 	for _, ev := range c.Events {
 		env := ev.Envelope
-		evIDs, evAggregates, evNames = append(evIDs, env.MessageID), append(evAggregates, env.Event.ProductSKU()), append(evNames, env.Event.Name())
-		evPayloads, evOccurred = append(evPayloads, ev.Payload), append(evOccurred, env.OccurredAt.UTC().Format(time.RFC3339Nano))
-		evCausations, evCorrelations = append(evCausations, env.CausationID), append(evCorrelations, env.CorrelationID)
+		ids, aggregates, names = append(ids, env.MessageID), append(aggregates, env.Event.ProductSKU()), append(names, env.Event.Name())
+		payloads, occurred = append(payloads, ev.Payload), append(occurred, env.OccurredAt.UTC().Format(time.RFC3339Nano))
+		causations, correlations = append(causations, env.CausationID), append(correlations, env.CorrelationID)
 		for _, h := range ev.Handlers {
-			deliveryIDs, deliveryHandlers = append(deliveryIDs, env.MessageID), append(deliveryHandlers, h)
+			deliveryIDs, handlers = append(deliveryIDs, env.MessageID), append(handlers, h)
 		}
 	}
-	return []any{
-		c.Now, c.FirstAttempt, c.InboxID, done.id, done.handler,
-		pq.Array(newSKUs), pq.Array(newVersions),
-		pq.Array(bumpSKUs), pq.Array(bumpFrom), pq.Array(bumpTo),
-		pq.Array(batchRefs), pq.Array(batchSKUs), pq.Array(batchPurchased), pq.Array(batchAllocated), pq.Array(batchETAs),
-		pq.Array(changedIDs), pq.Array(changedPurchased), pq.Array(changedAllocated),
-		pq.Array(removed.orderIDs), pq.Array(removed.skus), pq.Array(removed.qtys),
-		pq.Array(addedBatchIDs), pq.Array(addedBatchRefs), pq.Array(added.orderIDs), pq.Array(added.skus), pq.Array(added.qtys),
-		pq.Array(viewRemoved.orderIDs), pq.Array(viewRemoved.skus), pq.Array(viewRemoved.qtys),
-		pq.Array(viewPut.orderIDs), pq.Array(viewPut.skus), pq.Array(viewPut.qtys), pq.Array(viewBatchRefs),
-		pq.Array(evIDs), pq.Array(evAggregates), pq.Array(evNames), pq.Array(evPayloads), pq.Array(evOccurred), pq.Array(evCausations), pq.Array(evCorrelations),
-		pq.Array(deliveryIDs), pq.Array(deliveryHandlers),
+	s.part("logged", `INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id)
+	SELECT message_id::uuid, aggregate, name, payload::jsonb, occurred_at::timestamptz, causation_id, correlation_id
+	FROM unnest(%s, %s, %s, %s, %s, %s, %s) WITH ORDINALITY AS e(message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, n)
+	WHERE %s ORDER BY n RETURNING id, message_id, aggregate`,
+		s.arg(pq.Array(ids), "text[]"), s.arg(pq.Array(aggregates), "text[]"), s.arg(pq.Array(names), "text[]"), s.arg(pq.Array(payloads), "text[]"),
+		s.arg(pq.Array(occurred), "text[]"), s.arg(pq.Array(causations), "text[]"), s.arg(pq.Array(correlations), "text[]"), ok)
+	made := ""
+	if len(c.Delivered) > 0 {
+		var madeIDs []int64
+		var madeHandlers []string
+		for _, k := range c.Delivered {
+			madeIDs, madeHandlers = append(madeIDs, k.EventID), append(madeHandlers, k.Handler)
+		}
+		made = fmt.Sprintf(`
+		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s, %s))`, s.arg(pq.Array(madeIDs), "bigint[]"), s.arg(pq.Array(madeHandlers), "text[]"))
 	}
+	s.part("queue", `SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
+	NOT EXISTS (SELECT 1 FROM event_deliveries x
+		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status = 'pending'
+		AND NOT (x.event_id = %s AND x.handler = %s)%s) AS in_turn
+	FROM unnest(%s, %s) AS d(message_id, handler) JOIN logged l ON l.message_id = d.message_id::uuid`,
+		doneID, doneHandler, made, s.arg(pq.Array(deliveryIDs), "text[]"), s.arg(pq.Array(handlers), "text[]"))
+	s.part("queued", `INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)
+	SELECT event_id, handler, aggregate, CASE WHEN in_turn THEN %s ELSE %s END, %s FROM queue RETURNING 1`,
+		s.arg(c.FirstAttempt, "timestamptz"), s.time(), s.time())
+	return "queue"
 }
 
-// lineColumns are order lines laid out as columns.
-type lineColumns struct {
-	orderIDs, skus []string
-	qtys           []int64
-}
-
-func (c *lineColumns) add(orderID, sku string, qty int) {
-	if c.orderIDs == nil {
-		c.orderIDs, c.skus, c.qtys = []string{}, []string{}, []int64{}
+// lines adds order lines as three array arguments (orderid, sku, qty) and
+// returns them separated by commas, for unnest.
+func (s *statement) lines(lines []domain.OrderLine) string {
+	var orderIDs, skus []string
+	var qtys []int64
+	for _, l := range lines {
+		orderIDs, skus, qtys = append(orderIDs, l.OrderID), append(skus, l.SKU), append(qtys, int64(l.Qty))
 	}
-	c.orderIDs, c.skus, c.qtys = append(c.orderIDs, orderID), append(c.skus, sku), append(c.qtys, int64(qty))
+	return s.arg(pq.Array(orderIDs), "text[]") + ", " + s.arg(pq.Array(skus), "text[]") + ", " + s.arg(pq.Array(qtys), "int[]")
 }

@@ -120,26 +120,31 @@ func (d *Dialect) Notify(ctx context.Context) error {
 	return nil
 }
 
-// markDone completes a delivery and, when later deliveries of its product
-// wait for it, wakes the dispatchers.
+// markDone completes deliveries and, when later deliveries of their
+// products wait for them, wakes the dispatchers.
 const markDone = `
 WITH done AS (
 	UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $3
-	WHERE event_id = $1 AND handler = $2 AND status = 'pending'
-	RETURNING aggregate)
-SELECT pg_notify('` + notifyChannel + `', '') FROM done JOIN event_deliveries x ON x.aggregate = done.aggregate
-WHERE x.handler = $2 AND x.status = 'pending' AND x.event_id > $1
+	WHERE (event_id, handler) IN (SELECT * FROM unnest($1::bigint[], $2::text[])) AND status = 'pending'
+	RETURNING event_id, handler, aggregate)
+SELECT pg_notify('` + notifyChannel + `', '') FROM done JOIN event_deliveries x
+	ON x.aggregate = done.aggregate AND x.handler = done.handler AND x.event_id > done.event_id
+WHERE x.status = 'pending' AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
 LIMIT 1`
 
 // MarkDone implements sqlstore.Dialect, on the pool that does not wait for
 // the disk.
-func (d *Dialect) MarkDone(ctx context.Context, k sqlstore.DeliveryKey, now time.Time) error {
+func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
 	st, err := d.relaxedS.Get(ctx, markDone)
 	if err != nil {
 		return err
 	}
-	if _, err := st.ExecContext(ctx, k.EventID, k.Handler, now); err != nil {
-		return d.Classify(fmt.Errorf("mark delivery %d/%s done: %w", k.EventID, k.Handler, err))
+	ids, handlers := make([]int64, len(done)), make([]string, len(done))
+	for i, k := range done {
+		ids[i], handlers[i] = k.EventID, k.Handler
+	}
+	if _, err := st.ExecContext(ctx, pq.Array(ids), pq.Array(handlers), now); err != nil {
+		return d.Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}
 	return nil
 }
@@ -155,8 +160,13 @@ func (d *Dialect) Classify(err error) error {
 			return fmt.Errorf("%w: %w", servicelayer.ErrNotDelivered, err)
 		case "40001", // serialization_failure, and a product that moved on
 			"40P01", // deadlock_detected
-			"23505": // unique_violation: a concurrent insert of the same key won
+			"23505": // unique_violation: a concurrent insert of the same key won, or a line allocated already
 			return fmt.Errorf("%w: %w", sqlstore.ErrConflict, err)
+		case "23514": // check_violation
+			if pqErr.Constraint == "batches_not_over_allocated" {
+				// Decided on totals someone changed meanwhile: read again.
+				return fmt.Errorf("%w: %w", sqlstore.ErrConflict, err)
+			}
 		}
 	}
 	return unavailable(err)

@@ -20,8 +20,17 @@ type Changes struct {
 	InboxID string
 	// Done is the delivery this unit of work completes, or nil.
 	Done *DeliveryKey
+	// Delivered are deliveries of the products written that this process
+	// made but has not marked done yet: turn checks count them as done.
+	Delivered []DeliveryKey
 
-	NewProducts    []ProductVersion
+	NewProducts []ProductVersion
+	// Unchanged are products the unit of work decided on without changing
+	// them, from a cached copy: their version must not have moved either.
+	Unchanged []ProductVersion
+	// Unseen are lines decided on from a cached product, which does not
+	// know them: they must not have been allocated before.
+	Unseen         []domain.OrderLine
 	Bumped         []VersionBump
 	NewBatches     []NewBatch
 	ChangedBatches []BatchChange
@@ -54,10 +63,14 @@ type NewBatch struct {
 	ETA                  time.Time // zero: in the warehouse
 }
 
-// BatchChange sets the quantities of a stored batch.
+// BatchChange sets the purchased quantity of a stored batch and moves its
+// allocated total by AllocatedDelta: a total changed by someone who did not
+// move the product's version (a bulk load in SQL) is not overwritten, and
+// the database's check refuses a batch allocated beyond what it holds.
 type BatchChange struct {
-	ID                   int64
-	Purchased, Allocated int
+	ID             int64
+	Purchased      int
+	AllocatedDelta int
 }
 
 // PlacedLine is a line allocated to a batch: a stored one (BatchID), or
@@ -106,7 +119,7 @@ func (c *Changes) changesState() bool {
 // the snapshot it was loaded from, the view changes, and the events raised,
 // sealed with the cause ctx carries.
 func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) {
-	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace)}
+	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace), Unseen: s.unseen}
 	for _, p := range s.seen {
 		snap, stored := s.snapshots[p.SKU()]
 		switch {
@@ -115,6 +128,9 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 		case p.Version() != snap.version:
 			c.Bumped = append(c.Bumped, VersionBump{SKU: p.SKU(), From: snap.version, To: p.Version()})
 		default:
+			if s.cached[p.SKU()] {
+				c.Unchanged = append(c.Unchanged, ProductVersion{SKU: p.SKU(), Version: snap.version})
+			}
 			continue // the domain moves the version with every change
 		}
 		for _, b := range p.Batches() {
@@ -123,7 +139,7 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 			case !ok:
 				c.NewBatches = append(c.NewBatches, NewBatch{Ref: b.Ref(), SKU: b.SKU(), Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty(), ETA: b.ETA()})
 			case old.purchased != b.PurchasedQty() || old.allocated != b.AllocatedQty():
-				c.ChangedBatches = append(c.ChangedBatches, BatchChange{ID: old.id, Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty()})
+				c.ChangedBatches = append(c.ChangedBatches, BatchChange{ID: old.id, Purchased: b.PurchasedQty(), AllocatedDelta: b.AllocatedQty() - old.allocated})
 			}
 			for _, l := range old.lines {
 				if !b.Has(l) {
@@ -145,7 +161,11 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 		}
 	}
 	for _, p := range s.seen {
-		for _, ev := range p.PullEvents() {
+		events := p.PullEvents()
+		if len(events) > 0 {
+			c.Delivered = append(c.Delivered, s.store.marks.of(p.SKU())...)
+		}
+		for _, ev := range events {
 			payload, err := encodeEvent(ev)
 			if err != nil {
 				return nil, err

@@ -3,7 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -42,6 +44,22 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			return nil, false, fmt.Errorf("product %s created concurrently: %w", p.SKU, ErrConflict)
 		}
 	}
+	for _, p := range c.Unchanged {
+		var version int
+		if w.err == nil {
+			if err := tx.GetContext(ctx, &version, sqlx.Rebind(bind, `SELECT version_number FROM products WHERE sku = ?`), p.SKU); err != nil {
+				return nil, false, fmt.Errorf("check version of %s: %w", p.SKU, err)
+			}
+			if version != p.Version {
+				return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.Version, p.SKU, ErrConflict)
+			}
+		}
+	}
+	for _, l := range c.Unseen {
+		if w.exists(`SELECT 1 FROM allocations WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty) {
+			return nil, false, fmt.Errorf("line %s/%s was allocated already: %w", l.OrderID, l.SKU, ErrConflict)
+		}
+	}
 	for _, p := range c.Bumped {
 		if w.exec(`UPDATE products SET version_number = ? WHERE sku = ? AND version_number = ?`, p.To, p.SKU, p.From) == 0 && w.err == nil {
 			return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.From, p.SKU, ErrConflict)
@@ -57,7 +75,7 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			b.Ref, b.SKU, b.Purchased, b.Allocated, eta)
 	}
 	for _, b := range c.ChangedBatches {
-		w.exec(`UPDATE batches SET purchased_quantity = ?, allocated_quantity = ? WHERE id = ?`, b.Purchased, b.Allocated, b.ID)
+		w.exec(`UPDATE batches SET purchased_quantity = ?, allocated_quantity = allocated_quantity + ? WHERE id = ?`, b.Purchased, b.AllocatedDelta, b.ID)
 	}
 	for _, l := range c.RemovedLines {
 		w.exec(`DELETE FROM allocations WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty)
@@ -77,14 +95,27 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = excluded.batchref`, r.Line.OrderID, r.Line.SKU, r.Line.Qty, r.BatchRef)
 	}
 	// Turns are taken against what was pending before these events: they go
-	// out in order behind each other.
+	// out in order behind each other. What this unit of work completes, and
+	// what this process delivered but did not mark yet, counts as done.
+	made := map[DeliveryKey]bool{}
+	for _, k := range c.Delivered {
+		made[k] = true
+	}
+	if c.Done != nil {
+		made[*c.Done] = true
+	}
 	type turn struct{ sku, handler string }
 	waiting := map[turn]bool{}
 	for _, ev := range c.Events {
 		for _, h := range ev.Handlers {
 			t := turn{ev.Envelope.Event.ProductSKU(), h}
-			if _, ok := waiting[t]; !ok {
-				waiting[t] = w.exists(`SELECT 1 FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status = 'pending'`, t.sku, t.handler)
+			if _, ok := waiting[t]; ok {
+				continue
+			}
+			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status = 'pending'`, t.sku, t.handler) {
+				if !made[DeliveryKey{EventID: id, Handler: h}] {
+					waiting[t] = true
+				}
 			}
 		}
 	}
@@ -111,6 +142,35 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 		return nil, false, fmt.Errorf("commit: %w", err)
 	}
 	return queued, wake, nil
+}
+
+// MarkDoneInTransaction marks deliveries done in one transaction on db, and
+// says whether later deliveries of their products wait for them.
+func MarkDoneInTransaction(ctx context.Context, db *sqlx.DB, bind int, done []DeliveryKey, now time.Time) (wake bool, err error) {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	w := writer{tx: tx, bind: bind, ctx: ctx}
+	for _, k := range done {
+		w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
+			WHERE event_id = ? AND handler = ? AND status = 'pending'`, now, k.EventID, k.Handler)
+		wake = w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
+			AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
+			k.EventID, k.Handler, k.EventID, k.Handler) || wake
+	}
+	if w.err != nil {
+		return false, w.err
+	}
+	if err = tx.Commit(); err != nil {
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	return wake, nil
 }
 
 // writer runs statements until the first error, which it keeps.
@@ -149,6 +209,17 @@ func (w *writer) id(query string, args ...any) int64 {
 	return id
 }
 
+// ids runs a query of one integer column.
+func (w *writer) ids(query string, args ...any) []int64 {
+	var ids []int64
+	if w.err == nil {
+		if err := w.tx.SelectContext(w.ctx, &ids, sqlx.Rebind(w.bind, query), args...); err != nil {
+			w.err = fmt.Errorf("%s: %w", firstWords(query), err)
+		}
+	}
+	return ids
+}
+
 // exists reports whether query returns a row.
 func (w *writer) exists(query string, args ...any) bool {
 	var one int
@@ -156,7 +227,7 @@ func (w *writer) exists(query string, args ...any) bool {
 		return false
 	}
 	err := w.tx.GetContext(w.ctx, &one, sqlx.Rebind(w.bind, query), args...)
-	if err != nil && err != sql.ErrNoRows {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		w.err = fmt.Errorf("%s: %w", firstWords(query), err)
 	}
 	return err == nil

@@ -22,10 +22,36 @@ type session struct {
 	view      viewChanges
 	locked    map[string]bool
 	releases  []func() // locks kept by the session itself, when no hold keeps them
+	// cached are the products taken from the cache rather than read: their
+	// version is checked by the write even when they did not change.
+	cached map[string]bool
+	// unseen are the lines asked for whose products came from the cache:
+	// the write checks that they were not allocated already.
+	unseen []domain.OrderLine
 }
 
 func (s *Store) begin() *session {
-	return &session{store: s, snapshots: map[string]productSnapshot{}, locked: map[string]bool{}}
+	return &session{store: s, snapshots: map[string]productSnapshot{}, locked: map[string]bool{}, cached: map[string]bool{}}
+}
+
+// remember updates the cache after a successful write: every product the
+// session saw is now as it is in memory.
+func (s *session) remember() {
+	for _, p := range s.seen {
+		if snap, ok := s.snapshots[p.SKU()]; ok {
+			s.store.cache.put(p, snap)
+		} else {
+			s.store.cache.forget(p.SKU())
+		}
+	}
+}
+
+// forget drops from the cache every product the session saw, after a write
+// that failed: the next attempt reads them.
+func (s *session) forget() {
+	for _, p := range s.seen {
+		s.store.cache.forget(p.SKU())
+	}
 }
 
 // end releases the locks the session kept itself.
@@ -58,19 +84,24 @@ type repository session
 
 // Get loads the product with every allocated line.
 func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
-	return r.get(ctx, sku, r.store.queries.loadEveryLine)
+	return r.get(ctx, sku, false, r.store.queries.loadEveryLine)
 }
 
 // GetBatches loads the batches with their allocated totals and no line.
 func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Product, error) {
-	return r.get(ctx, sku, r.store.queries.loadNoLines)
+	return r.get(ctx, sku, false, r.store.queries.loadNoLines)
 }
 
 // GetForLine loads the batches with their allocated totals and only line
 // itself, where it is allocated: the cost does not grow with the product's
-// history.
+// history. A product in the cache is not read at all: it comes without the
+// line, and a line allocated already makes the write conflict.
 func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
-	return r.get(ctx, line.SKU, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
+	p, err := r.get(ctx, line.SKU, true, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
+	if p != nil && r.cached[line.SKU] {
+		r.unseen = append(r.unseen, line)
+	}
+	return p, err
 }
 
 // GetByBatchRef loads the product holding ref with the lines of that batch.
@@ -84,13 +115,14 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 	if err != nil || !found {
 		return nil, err
 	}
-	return r.get(ctx, sku, r.store.queries.loadLinesOfBatch, ref)
+	return r.get(ctx, sku, false, r.store.queries.loadLinesOfBatch, ref)
 }
 
-// get takes the product's in-process lock, then loads it with the lines
-// query selects (its arguments first). A product already handed out in
-// this session is returned as it is.
-func (r *repository) get(ctx context.Context, sku, query string, lineArgs ...any) (*domain.Product, error) {
+// get takes the product's in-process lock, then takes it from the cache
+// when allowed, or loads it with the lines query selects (its arguments
+// first). A product already handed out in this session is returned as it
+// is.
+func (r *repository) get(ctx context.Context, sku string, cacheable bool, query string, lineArgs ...any) (*domain.Product, error) {
 	for _, p := range r.seen {
 		if p.SKU() == sku {
 			return p, nil
@@ -99,9 +131,19 @@ func (r *repository) get(ctx context.Context, sku, query string, lineArgs ...any
 	if err := (*session)(r).lockProduct(ctx, sku); err != nil {
 		return nil, err
 	}
-	p, snap, err := r.store.load(ctx, sku, query, append(lineArgs, sku))
-	if err != nil || p == nil {
-		return nil, err
+	var (
+		p    *domain.Product
+		snap productSnapshot
+	)
+	if entry, ok := r.store.cache.get(sku); ok && cacheable {
+		p, snap = entry.restore(sku)
+		r.cached[sku] = true
+	} else {
+		var err error
+		if p, snap, err = r.store.load(ctx, sku, query, append(lineArgs, sku)); err != nil || p == nil {
+			return nil, err
+		}
+		r.store.cache.put(p, snap)
 	}
 	r.seen = append(r.seen, p)
 	r.snapshots[sku] = snap

@@ -36,8 +36,9 @@ var ErrConflict = errors.New("concurrent update")
 const FirstAttemptGrace = 2 * time.Second
 
 // claimLease is how long a dispatcher keeps a delivery it took before
-// another may take it, presuming the first died.
-const claimLease = 30 * time.Second
+// another may take it, presuming the first died: longer than the
+// dispatcher lets a delivery run.
+const claimLease = servicelayer.DeliveryTimeout + time.Second
 
 // Dialect is what differs between the databases the store runs on.
 type Dialect interface {
@@ -51,12 +52,12 @@ type Dialect interface {
 	// turn, and later deliveries waiting for the one marked done, wake the
 	// dispatchers.
 	Apply(ctx context.Context, c *Changes) ([]Queued, error)
-	// MarkDone marks done a delivery whose handler changed nothing stored,
-	// and wakes the dispatchers when later deliveries of its product wait
-	// for it. Losing this write in a crash is harmless (the delivery is made
-	// again and its receivers drop the repeat), so it need not wait for the
-	// disk.
-	MarkDone(ctx context.Context, d DeliveryKey, now time.Time) error
+	// MarkDone marks done deliveries whose handler changed nothing stored,
+	// and wakes the dispatchers when later deliveries of their product wait
+	// for them. Losing this write in a crash is harmless (the delivery is
+	// made again and its receivers drop the repeat), so it need not wait for
+	// the disk.
+	MarkDone(ctx context.Context, done []DeliveryKey, now time.Time) error
 	// Notify wakes the dispatchers of every process on the database.
 	Notify(ctx context.Context) error
 	// Wake delivers the wake-ups, possibly sent by another process.
@@ -79,6 +80,8 @@ type Store struct {
 	retry   func() backoff.BackOff
 	locks   productLocks
 	owners  ownerCache
+	cache   productCache
+	marks   marks
 	queries queries
 	stmts   *Statements
 }
@@ -88,7 +91,7 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{
+	s := &Store{
 		db:      db,
 		dialect: dialect,
 		log:     log,
@@ -105,15 +108,18 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 		queries: rebindQueries(dialect.BindType()),
 		stmts:   NewStatements(db, dialect.Classify),
 	}
+	s.marks.store = s
+	return s
 }
 
 // SetRetryPolicy changes when failed deliveries are retried or parked.
 func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 
-// Close releases the prepared statements and what the dialect holds; the
-// database handle belongs to the caller.
+// Close marks done what this process delivered, then releases the prepared
+// statements and what the dialect holds; the database handle belongs to the
+// caller.
 func (s *Store) Close() error {
-	return errors.Join(s.stmts.Close(), s.dialect.Close())
+	return errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
 }
 
 // Statements prepares each query once per pool, on first use: the

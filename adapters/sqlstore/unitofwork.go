@@ -30,7 +30,7 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 		if !c.changesState() && c.InboxID == "" {
 			return nil, nil
 		}
-		return s.apply(ctx, c)
+		return s.apply(ctx, sess, c)
 	})
 }
 
@@ -57,11 +57,13 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 		if err != nil {
 			return nil, err
 		}
-		c.Done = key
 		if !c.changesState() {
-			return nil, s.dialect.MarkDone(ctx, *key, c.Now)
+			// Nothing stored changed: the mark can come a moment later.
+			s.marks.add(d.Event.ProductSKU(), *key)
+			return nil, nil
 		}
-		return s.apply(ctx, c)
+		c.Done = key
+		return s.apply(ctx, sess, c)
 	})
 	var failed *handlerError
 	if errors.As(err, &failed) {
@@ -73,12 +75,15 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 	return queued, err
 }
 
-// apply writes c and turns what the dialect queued into deliveries.
-func (s *Store) apply(ctx context.Context, c *Changes) ([]servicelayer.Delivery, error) {
+// apply writes c, keeps the cache in step, and turns what the dialect
+// queued into deliveries.
+func (s *Store) apply(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
 	queued, err := s.dialect.Apply(ctx, c)
 	if err != nil {
+		sess.forget()
 		return nil, err
 	}
+	sess.remember()
 	byID := make(map[string]servicelayer.Envelope, len(c.Events))
 	for _, ev := range c.Events {
 		byID[ev.Envelope.MessageID] = ev.Envelope
@@ -120,6 +125,13 @@ func (s *Store) retrying(ctx context.Context, attempt func() ([]servicelayer.Del
 // tried before, or ErrNotDelivered when it is done, dead, not due, taken by
 // another dispatcher or waiting for an earlier event of its product.
 func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error) {
+	if len(s.marks.of(d.Event.ProductSKU())) > 0 {
+		// What this process delivered of the product must be marked done
+		// first, or the claim finds it still first in line.
+		if err := s.marks.flush(ctx); err != nil {
+			return 0, err
+		}
+	}
 	st, err := s.stmts.Get(ctx, s.queries.claim)
 	if err != nil {
 		return 0, err

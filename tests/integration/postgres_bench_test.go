@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"allocation/adapters/postgres"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -18,9 +19,14 @@ func TestPostgresGetForLineLoadsOnlyTheLineAtHand(t *testing.T) {
 	for i := range 5 {
 		handleAll(t, bus, domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: "LEAN", Qty: 2})
 	}
-	uow := db.store
+	// Another process: it has nothing cached and reads the product.
+	uow, err := postgres.NewStore(db.DB, db.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uow.Close() })
 	ctx := context.Background()
-	_, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
+	_, err = uow.Do(ctx, func(tx servicelayer.Tx) error {
 		p, err := tx.Products().GetForLine(ctx, domain.OrderLine{OrderID: "o3", SKU: "LEAN", Qty: 2})
 		if err != nil {
 			return err
@@ -37,6 +43,71 @@ func TestPostgresGetForLineLoadsOnlyTheLineAtHand(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A process decides on its cached copy of a product, without the line; a
+// line allocated already is caught by the write, and the unit of work runs
+// again on what is stored: same batch, nothing new. Whether the cached
+// decision was another batch or out of stock.
+func TestPostgresAllocatingALineTwiceFromTheCacheChangesNothing(t *testing.T) {
+	t.Parallel()
+	for name, batches := range map[string][]domain.CreateBatch{
+		"another batch would take it": {{Ref: "now", Qty: 10}, {Ref: "later", Qty: 10, ETA: today()}},
+		"nothing else would take it":  {{Ref: "now", Qty: 10}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bus, db := postgresBus(t)
+			for _, b := range batches {
+				b.SKU = "TWICE"
+				handleAll(t, bus, b)
+			}
+			handleAll(t, bus, domain.Allocate{OrderID: "o1", SKU: "TWICE", Qty: 8})
+			res, err := bus.Handle(context.Background(), domain.Allocate{OrderID: "o1", SKU: "TWICE", Qty: 8})
+			if err != nil || res.BatchRef != "now" {
+				t.Fatalf("again: %+v, %v; want the same batch", res, err)
+			}
+			var lines, allocated, events int
+			if err := db.Get(&lines, `SELECT count(*) FROM allocations WHERE orderid = 'o1'`); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Get(&allocated, `SELECT sum(allocated_quantity) FROM batches WHERE sku = 'TWICE'`); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Get(&events, `SELECT count(*) FROM event_log`); err != nil {
+				t.Fatal(err)
+			}
+			if lines != 1 || allocated != 8 || events != 1 {
+				t.Fatalf("%d lines, %d allocated, %d events; want 1, 8, 1", lines, allocated, events)
+			}
+		})
+	}
+}
+
+// Totals changed in SQL without moving the product's version (a bulk load)
+// are neither overwritten nor overrun by a process that cached them.
+func TestPostgresACachedProductNeverOverwritesOrOverrunsTotalsChangedUnderneath(t *testing.T) {
+	t.Parallel()
+	bus, db := postgresBus(t)
+	handleAll(t, bus,
+		domain.CreateBatch{Ref: "small", SKU: "BULK", Qty: 10},
+		domain.Allocate{OrderID: "o1", SKU: "BULK", Qty: 1}) // cached now, with 1 allocated
+	db.MustExec(`INSERT INTO allocations (batch_id, orderid, sku, qty) SELECT id, 'bulk', 'BULK', 8 FROM batches WHERE reference = 'small'`)
+	db.MustExec(`UPDATE batches SET allocated_quantity = allocated_quantity + 8 WHERE reference = 'small'`)
+
+	res, err := bus.Handle(context.Background(), domain.Allocate{OrderID: "o2", SKU: "BULK", Qty: 1})
+	if err != nil || res.BatchRef != "small" {
+		t.Fatalf("o2: %+v, %v", res, err)
+	}
+	// The cache thinks 8 are left; the batch holds 0 more.
+	res, err = bus.Handle(context.Background(), domain.Allocate{OrderID: "o3", SKU: "BULK", Qty: 5})
+	if err != nil || res.BatchRef != "" {
+		t.Fatalf("o3: %+v, %v; want out of stock", res, err)
+	}
+	var allocated int
+	if err := db.Get(&allocated, `SELECT allocated_quantity FROM batches WHERE reference = 'small'`); err != nil || allocated != 10 {
+		t.Fatalf("allocated %d (%v), want 10", allocated, err)
 	}
 }
 

@@ -153,7 +153,7 @@ func runSequence(ctx context.Context, s sequence, pgBus *servicelayer.Bus, uow *
 		memRes, memErr := memBus.Handle(ctx, cmd)
 		pgRes, pgErr := pgBus.Handle(ctx, cmd)
 		if (memErr == nil) != (pgErr == nil) || memRes != pgRes {
-			return fmt.Errorf("step %d %+v: memory %+v, %v; postgres %+v, %v", step, cmd, memRes, memErr, pgRes, pgErr)
+			return fmt.Errorf("step %d %+v: memory %+v, %v; postgres %+v, %v (commands %+v)", step, cmd, memRes, memErr, pgRes, pgErr, s.commands)
 		}
 		for _, sku := range s.skus {
 			if p := store.Product(sku); p != nil {

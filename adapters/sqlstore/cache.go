@@ -1,0 +1,85 @@
+package sqlstore
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"allocation/domain"
+)
+
+// maxCachedProducts bounds the product cache; when it is full an arbitrary
+// entry makes room.
+const maxCachedProducts = 10_000
+
+// productCache keeps each product as this process last read or wrote it:
+// its version and its batches with their allocated totals, no lines. An
+// allocation starts from it instead of reading the database; the write
+// checks the version as always, so a stale entry costs a conflict and a
+// fresh read, never a wrong answer. A line that turns out to be allocated
+// already is refused by the allocations key the same way.
+type productCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedProduct
+}
+
+type cachedProduct struct {
+	version int
+	batches []cachedBatch
+}
+
+type cachedBatch struct {
+	id                   int64
+	ref                  string
+	purchased, allocated int
+	eta                  time.Time
+}
+
+func (c *productCache) get(sku string) (cachedProduct, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.entries[sku]
+	return p, ok
+}
+
+// put remembers p, whose stored batches have the ids in snap.
+func (c *productCache) put(p *domain.Product, snap productSnapshot) {
+	entry := cachedProduct{version: p.Version()}
+	for _, b := range p.Batches() {
+		old, stored := snap.batches[b.Ref()]
+		if !stored {
+			c.forget(p.SKU()) // a new batch: its id is the database's
+			return
+		}
+		entry.batches = append(entry.batches, cachedBatch{id: old.id, ref: b.Ref(), purchased: b.PurchasedQty(), allocated: b.AllocatedQty(), eta: b.ETA()})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[string]cachedProduct{}
+	}
+	if _, ok := c.entries[p.SKU()]; !ok && len(c.entries) >= maxCachedProducts {
+		for sku := range c.entries {
+			delete(c.entries, sku)
+			break
+		}
+	}
+	c.entries[p.SKU()] = entry
+}
+
+func (c *productCache) forget(sku string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, sku)
+}
+
+// restore builds the product and its snapshot from the entry.
+func (e cachedProduct) restore(sku string) (*domain.Product, productSnapshot) {
+	snap := productSnapshot{version: e.version, batches: make(map[string]batchSnapshot, len(e.batches))}
+	batches := make([]*domain.Batch, len(e.batches))
+	for i, b := range e.batches {
+		snap.batches[b.ref] = batchSnapshot{id: b.id, purchased: b.purchased, allocated: b.allocated}
+		batches[i] = domain.RestoreBatchInPart(b.ref, sku, b.purchased, b.allocated, b.eta, nil)
+	}
+	return domain.RestoreProduct(sku, e.version, slices.Clip(batches)), snap
+}
