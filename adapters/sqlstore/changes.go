@@ -119,7 +119,7 @@ func (c *Changes) changesState() bool {
 // the snapshot it was loaded from, the view changes, and the events raised,
 // sealed with the cause ctx carries.
 func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) {
-	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace), Unseen: s.unseen}
+	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace)}
 	for _, p := range s.seen {
 		snap, stored := s.snapshots[p.SKU()]
 		switch {
@@ -151,6 +151,13 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 					c.AddedLines = append(c.AddedLines, PlacedLine{BatchID: old.id, BatchRef: b.Ref(), Line: l})
 				}
 			}
+		}
+	}
+	// A line the unit of work allocates is refused by the allocations key
+	// should it be there already; the others are checked.
+	for _, l := range s.unseen {
+		if !slices.ContainsFunc(c.AddedLines, func(a PlacedLine) bool { return a.Line == l }) {
+			c.Unseen = append(c.Unseen, l)
 		}
 	}
 	for _, line := range s.view.order {
