@@ -44,8 +44,8 @@ fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committe
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 	$(GO) test -run='^$$' -fuzz='^FuzzHTTPRequestBodies$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 
-bench-go: services ## Go benchmarks against the real PostgreSQL
-	$(GO) test -run='^$$' -bench=. -benchtime=2s ./tests/integration/
+bench-go: services ## Go benchmarks: the domain's hot path, and the store against the real PostgreSQL
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s ./tests/unit/ ./tests/integration/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -137,3 +137,42 @@ func BenchmarkPostgresAllocate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPostgresStore measures the repository's two halves on their own:
+// loading a product (a batch's lines, never cached) and saving an allocation
+// decided on a cached product (one statement, one commit).
+func BenchmarkPostgresStore(b *testing.B) {
+	bus, db := postgresBus(b)
+	ctx := context.Background()
+	handleAll(b, bus, domain.CreateBatch{Ref: "store-b", SKU: "STORE", Qty: domain.MaxQuantity})
+	for i := range 10 {
+		handleAll(b, bus, domain.Allocate{OrderID: fmt.Sprintf("warm-%d", i), SKU: "STORE", Qty: 1})
+	}
+	b.Run("load", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
+				_, err := tx.Products().GetByBatchRef(ctx, "store-b")
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("save", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			line := domain.OrderLine{OrderID: fmt.Sprintf("save-%d", i), SKU: "STORE", Qty: 1}
+			if _, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
+				p, err := tx.Products().GetForLine(ctx, line)
+				if err != nil {
+					return err
+				}
+				_, err = p.Allocate(line)
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -13,7 +13,7 @@ import (
 
 func today() time.Time { return time.Now().UTC().Truncate(24 * time.Hour) }
 
-func handleAll(t *testing.T, bus *servicelayer.Bus, cmds ...domain.Command) {
+func handleAll(t testing.TB, bus *servicelayer.Bus, cmds ...domain.Command) {
 	t.Helper()
 	for _, cmd := range cmds {
 		if _, err := bus.Handle(context.Background(), cmd); err != nil {
