@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,50 +87,37 @@ func (s *statement) guarded() string {
 func buildApply(c *sqlstore.Changes) (string, []any) {
 	s := &statement{at: c.Now}
 
-	// The checks.
-	if c.InboxID != "" {
-		id := s.arg(c.InboxID, "text")
-		s.part("inbox_row", `INSERT INTO inbox (message_id, processed_at) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1`, id, s.time())
-		s.checks = append(s.checks, fmt.Sprintf(`WHEN NOT EXISTS (SELECT FROM inbox_row) THEN allocation_refuse('AL001', 'message ' || %s || ' already processed')`, id))
+	// The checks. Counts are compared with the arguments' cardinality, so
+	// that the statement's text, and its prepared plan, do not depend on
+	// how many rows a write has.
+	if len(c.InboxIDs) > 0 {
+		ids := s.arg(pq.Array(c.InboxIDs), "text[]")
+		s.part("inbox_rows", `INSERT INTO inbox (message_id, processed_at) SELECT unnest(%s), %s ON CONFLICT DO NOTHING RETURNING 1`, ids, s.time())
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM inbox_rows) <> cardinality(%s) THEN allocation_refuse('AL001', 'an inbound message was processed already')`, ids))
 	}
-	doneID, doneHandler := "0::bigint", "''::text"
-	if c.Done != nil {
-		doneID, doneHandler = s.arg(c.Done.EventID, "bigint"), s.arg(c.Done.Handler, "text")
+	done := ""
+	if len(c.Done) > 0 {
+		ids, handlers := s.keys(c.Done)
+		done = ids + ", " + handlers
 		s.part("done", `UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = %s
-	WHERE event_id = %s AND handler = %s AND status = 'pending' RETURNING aggregate`, s.time(), doneID, doneHandler)
-		s.checks = append(s.checks, `WHEN NOT EXISTS (SELECT FROM done) THEN allocation_refuse('AL002', 'the delivery is not pending')`)
+	WHERE (event_id, handler) IN (SELECT * FROM unnest(%s)) AND status = 'pending' RETURNING event_id, handler, aggregate`, s.time(), done)
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM done) <> cardinality(%s) THEN allocation_refuse('AL002', 'a delivery is not pending')`, ids))
 	}
-	if len(c.NewProducts) > 0 {
-		var skus []string
-		var versions []int64
-		for _, p := range c.NewProducts {
-			skus, versions = append(skus, p.SKU), append(versions, int64(p.Version))
-		}
-		s.part("new_products", `INSERT INTO products (sku, version_number) SELECT * FROM unnest(%s, %s) ON CONFLICT DO NOTHING RETURNING 1`,
-			s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(versions), "int[]"))
-		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM new_products) <> %d THEN allocation_refuse('40001', 'a product was created concurrently')`, len(skus)))
-	}
+	s.products("new_products", `INSERT INTO products (sku, version_number) SELECT * FROM unnest(%s, %s) ON CONFLICT DO NOTHING RETURNING 1`,
+		c.NewProducts, "a product was created concurrently")
 	if len(c.Bumped) > 0 {
 		var skus []string
 		var from, to []int64
 		for _, p := range c.Bumped {
 			skus, from, to = append(skus, p.SKU), append(from, int64(p.From)), append(to, int64(p.To))
 		}
+		skusArg := s.arg(pq.Array(skus), "text[]")
 		s.part("bumped", `UPDATE products p SET version_number = b.next FROM unnest(%s, %s, %s) AS b(sku, prev, next)
-	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1`,
-			s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(from), "int[]"), s.arg(pq.Array(to), "int[]"))
-		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM bumped) <> %d THEN allocation_refuse('40001', 'a product changed since it was read')`, len(skus)))
+	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1`, skusArg, s.arg(pq.Array(from), "int[]"), s.arg(pq.Array(to), "int[]"))
+		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM bumped) <> cardinality(%s) THEN allocation_refuse('40001', 'a product changed since it was read')`, skusArg))
 	}
-	if len(c.Unchanged) > 0 {
-		var skus []string
-		var versions []int64
-		for _, p := range c.Unchanged {
-			skus, versions = append(skus, p.SKU), append(versions, int64(p.Version))
-		}
-		s.part("unchanged", `SELECT count(*) AS n FROM products p JOIN unnest(%s, %s) AS u(sku, version)
-	ON p.sku = u.sku AND p.version_number = u.version`, s.arg(pq.Array(skus), "text[]"), s.arg(pq.Array(versions), "int[]"))
-		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT n FROM unchanged) <> %d THEN allocation_refuse('40001', 'a product changed since it was read')`, len(skus)))
-	}
+	s.products("unchanged", `SELECT 1 FROM products p JOIN unnest(%s, %s) AS u(sku, version) ON p.sku = u.sku AND p.version_number = u.version`,
+		c.Unchanged, "a product changed since it was read")
 	if len(c.Unseen) > 0 {
 		s.checks = append(s.checks, fmt.Sprintf(`WHEN EXISTS (SELECT FROM allocations a JOIN unnest(%s) AS u(orderid, sku, qty)
 		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.lines(c.Unseen)))
@@ -205,14 +193,15 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 	ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = EXCLUDED.batchref RETURNING 1`,
 			s.lines(lines), s.arg(pq.Array(refs), "text[]"), ok)
 	}
-	queue := s.events(c, doneID, doneHandler, ok)
+	queue := s.events(c, ok)
 
 	// What comes back: the deliveries queued, and whether the dispatchers
-	// were woken for deliveries not in turn or waiting for the one done.
+	// were woken for deliveries not in turn or waiting for one done here.
 	wake := "NOT q.in_turn"
-	if c.Done != nil {
-		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x ON x.aggregate = done.aggregate
-	WHERE x.handler = %s AND x.status = 'pending' AND x.event_id > %s LIMIT 1`, doneHandler, doneID)
+	if len(c.Done) > 0 {
+		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x
+	ON x.aggregate = done.aggregate AND x.handler = done.handler AND x.event_id > done.event_id
+	WHERE x.status = 'pending' AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s)) LIMIT 1`, done)
 		wake += " OR EXISTS (SELECT FROM followers)"
 	}
 	from := "(SELECT true AS ok) g"
@@ -233,12 +222,38 @@ ORDER BY q.event_id, q.handler`, wake, notifyChannel, from, queue)
 	return query, s.args
 }
 
+// products adds a part that writes or finds the products listed, and the
+// check that it found every one.
+func (s *statement) products(name, query string, products []sqlstore.ProductVersion, refusal string) {
+	if len(products) == 0 {
+		return
+	}
+	var skus []string
+	var versions []int64
+	for _, p := range products {
+		skus, versions = append(skus, p.SKU), append(versions, int64(p.Version))
+	}
+	skusArg := s.arg(pq.Array(skus), "text[]")
+	s.part(name, query, skusArg, s.arg(pq.Array(versions), "int[]"))
+	s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM %s) <> cardinality(%s) THEN allocation_refuse('40001', '%s')`, name, skusArg, refusal))
+}
+
+// keys adds deliveries as two array arguments and returns their
+// placeholders: event ids, handlers.
+func (s *statement) keys(keys []sqlstore.DeliveryKey) (string, string) {
+	ids, handlers := make([]int64, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		ids[i], handlers[i] = k.EventID, k.Handler
+	}
+	return s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(handlers), "text[]")
+}
+
 // events adds the parts that log the events and queue their deliveries, and
 // returns the name of the part that lists them, or "" when there are none.
 // A delivery is in turn when no delivery of its product and handler was
-// pending before, counting as done the one this statement completes and
-// those this process made but did not mark yet.
-func (s *statement) events(c *sqlstore.Changes, doneID, doneHandler, ok string) string {
+// pending before, counting as done those this statement completes and those
+// this process made but did not mark yet.
+func (s *statement) events(c *sqlstore.Changes, ok string) string {
 	if len(c.Events) == 0 {
 		return ""
 	}
@@ -259,21 +274,16 @@ func (s *statement) events(c *sqlstore.Changes, doneID, doneHandler, ok string) 
 		s.arg(pq.Array(ids), "text[]"), s.arg(pq.Array(aggregates), "text[]"), s.arg(pq.Array(names), "text[]"), s.arg(pq.Array(payloads), "text[]"),
 		s.arg(pq.Array(occurred), "text[]"), s.arg(pq.Array(causations), "text[]"), s.arg(pq.Array(correlations), "text[]"), ok)
 	made := ""
-	if len(c.Delivered) > 0 {
-		var madeIDs []int64
-		var madeHandlers []string
-		for _, k := range c.Delivered {
-			madeIDs, madeHandlers = append(madeIDs, k.EventID), append(madeHandlers, k.Handler)
-		}
+	if all := append(slices.Clone(c.Done), c.Delivered...); len(all) > 0 {
+		ids, handlers := s.keys(all)
 		made = fmt.Sprintf(`
-		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s, %s))`, s.arg(pq.Array(madeIDs), "bigint[]"), s.arg(pq.Array(madeHandlers), "text[]"))
+		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s, %s))`, ids, handlers)
 	}
 	s.part("queue", `SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
 	NOT EXISTS (SELECT 1 FROM event_deliveries x
-		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status = 'pending'
-		AND NOT (x.event_id = %s AND x.handler = %s)%s) AS in_turn
+		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status = 'pending'%s) AS in_turn
 	FROM unnest(%s, %s) AS d(message_id, handler) JOIN logged l ON l.message_id = d.message_id::uuid`,
-		doneID, doneHandler, made, s.arg(pq.Array(deliveryIDs), "text[]"), s.arg(pq.Array(handlers), "text[]"))
+		made, s.arg(pq.Array(deliveryIDs), "text[]"), s.arg(pq.Array(handlers), "text[]"))
 	s.part("queued", `INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)
 	SELECT event_id, handler, aggregate, CASE WHEN in_turn THEN %s ELSE %s END, %s FROM queue RETURNING 1`,
 		s.arg(c.FirstAttempt, "timestamptz"), s.time(), s.time())

@@ -16,10 +16,10 @@ type Changes struct {
 	// Now is the time of the unit of work; FirstAttempt when the deliveries
 	// it queues in turn fall due for a dispatcher (Now for the others).
 	Now, FirstAttempt time.Time
-	// InboxID is the inbound message id to record, or "".
-	InboxID string
-	// Done is the delivery this unit of work completes, or nil.
-	Done *DeliveryKey
+	// InboxIDs are the inbound message ids to record.
+	InboxIDs []string
+	// Done are the deliveries the unit of work completes.
+	Done []DeliveryKey
 	// Delivered are deliveries of the products written that this process
 	// made but has not marked done yet: turn checks count them as done.
 	Delivered []DeliveryKey
@@ -107,6 +107,53 @@ type Queued struct {
 	LogID     int64
 	Handler   string
 	InTurn    bool
+}
+
+// merge joins the changes of units of work on different products into one
+// write.
+func merge(all []*Changes) *Changes {
+	if len(all) == 1 {
+		return all[0]
+	}
+	m := &Changes{}
+	for _, c := range all {
+		if c.Now.After(m.Now) {
+			m.Now, m.FirstAttempt = c.Now, c.FirstAttempt
+		}
+		m.InboxIDs = append(m.InboxIDs, c.InboxIDs...)
+		m.Done = append(m.Done, c.Done...)
+		m.Delivered = append(m.Delivered, c.Delivered...)
+		m.NewProducts = append(m.NewProducts, c.NewProducts...)
+		m.Unchanged = append(m.Unchanged, c.Unchanged...)
+		m.Unseen = append(m.Unseen, c.Unseen...)
+		m.Bumped = append(m.Bumped, c.Bumped...)
+		m.NewBatches = append(m.NewBatches, c.NewBatches...)
+		m.ChangedBatches = append(m.ChangedBatches, c.ChangedBatches...)
+		m.RemovedLines = append(m.RemovedLines, c.RemovedLines...)
+		m.AddedLines = append(m.AddedLines, c.AddedLines...)
+		m.ViewRemoved = append(m.ViewRemoved, c.ViewRemoved...)
+		m.ViewPut = append(m.ViewPut, c.ViewPut...)
+		m.Events = append(m.Events, c.Events...)
+	}
+	return m
+}
+
+// products names the products c writes or decides on.
+func (c *Changes) products() []string {
+	var skus []string
+	for _, p := range c.NewProducts {
+		skus = append(skus, p.SKU)
+	}
+	for _, p := range c.Bumped {
+		skus = append(skus, p.SKU)
+	}
+	for _, p := range c.Unchanged {
+		skus = append(skus, p.SKU)
+	}
+	for _, ev := range c.Events {
+		skus = append(skus, ev.Envelope.Event.ProductSKU())
+	}
+	return skus
 }
 
 // changesState reports whether anything but the inbox and the delivery

@@ -27,17 +27,19 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 		}
 	}()
 	w := writer{tx: tx, bind: bind, ctx: ctx}
-	if c.InboxID != "" && w.exec(`INSERT INTO inbox (message_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, c.InboxID, c.Now) == 0 && w.err == nil {
-		return nil, false, fmt.Errorf("message %s: %w", c.InboxID, servicelayer.ErrDuplicateMessage)
+	for _, id := range c.InboxIDs {
+		if w.exec(`INSERT INTO inbox (message_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, c.Now) == 0 && w.err == nil {
+			return nil, false, fmt.Errorf("message %s: %w", id, servicelayer.ErrDuplicateMessage)
+		}
 	}
-	if c.Done != nil {
+	for _, d := range c.Done {
 		if w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
-			WHERE event_id = ? AND handler = ? AND status = 'pending'`, c.Now, c.Done.EventID, c.Done.Handler) == 0 && w.err == nil {
+			WHERE event_id = ? AND handler = ? AND status = 'pending'`, c.Now, d.EventID, d.Handler) == 0 && w.err == nil {
 			return nil, false, servicelayer.ErrNotDelivered
 		}
 		wake = w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
 			AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
-			c.Done.EventID, c.Done.Handler, c.Done.EventID, c.Done.Handler)
+			d.EventID, d.Handler, d.EventID, d.Handler) || wake
 	}
 	for _, p := range c.NewProducts {
 		if w.exec(`INSERT INTO products (sku, version_number) VALUES (?, ?) ON CONFLICT DO NOTHING`, p.SKU, p.Version) == 0 && w.err == nil {
@@ -101,8 +103,8 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 	for _, k := range c.Delivered {
 		made[k] = true
 	}
-	if c.Done != nil {
-		made[*c.Done] = true
+	for _, d := range c.Done {
+		made[d] = true
 	}
 	type turn struct{ sku, handler string }
 	waiting := map[turn]bool{}

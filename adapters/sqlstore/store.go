@@ -82,6 +82,7 @@ type Store struct {
 	owners  ownerCache
 	cache   productCache
 	marks   marks
+	writes  *committer
 	queries queries
 	stmts   *Statements
 }
@@ -109,6 +110,7 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 		stmts:   NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s
+	s.writes = startCommitter(dialect)
 	return s
 }
 
@@ -119,6 +121,7 @@ func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 // statements and what the dialect holds; the database handle belongs to the
 // caller.
 func (s *Store) Close() error {
+	s.writes.close()
 	return errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
 }
 

@@ -26,8 +26,10 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 		if err != nil {
 			return nil, err
 		}
-		c.InboxID = inbox
-		if !c.changesState() && c.InboxID == "" {
+		if inbox != "" {
+			c.InboxIDs = []string{inbox}
+		}
+		if !c.changesState() && inbox == "" {
 			return nil, nil
 		}
 		return s.apply(ctx, sess, c)
@@ -62,7 +64,7 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 			s.marks.add(d.Event.ProductSKU(), *key)
 			return nil, nil
 		}
-		c.Done = key
+		c.Done = []DeliveryKey{*key}
 		return s.apply(ctx, sess, c)
 	})
 	var failed *handlerError
@@ -78,7 +80,7 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 // apply writes c, keeps the cache in step, and turns what the dialect
 // queued into deliveries.
 func (s *Store) apply(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
-	queued, err := s.dialect.Apply(ctx, c)
+	queued, err := s.writes.write(ctx, c)
 	if err != nil {
 		sess.forget()
 		return nil, err
