@@ -7,6 +7,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -21,7 +22,6 @@ import (
 // disk.
 const (
 	maxOpenConns    = 20
-	maxIdleConns    = 20
 	relaxedConns    = 4
 	connMaxIdleTime = 5 * time.Minute
 )
@@ -32,21 +32,37 @@ const (
 // are planned once (plan_cache_mode), not at every execution: the store's
 // statements have the same good plan whatever their arguments.
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
-	url, err := withParams(url, map[string]string{"binary_parameters": "yes", "plan_cache_mode": "force_generic_plan"})
+	db, err := pool(url, maxOpenConns, map[string]string{"binary_parameters": "yes", "plan_cache_mode": "force_generic_plan"})
 	if err != nil {
 		return nil, err
 	}
-	db, err := sqlx.Open("postgres", url)
-	if err != nil {
-		return nil, fmt.Errorf("open postgres: %w", err)
-	}
-	db.SetMaxOpenConns(maxOpenConns)
-	db.SetMaxIdleConns(maxIdleConns)
-	db.SetConnMaxIdleTime(connMaxIdleTime)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ping postgres: %w", err)
 	}
+	return db, nil
+}
+
+// pool opens a pool of up to conns connections to url with the given
+// connection parameters; lib/pq sends the ones it does not know itself to
+// the server as settings.
+func pool(rawURL string, conns int, params map[string]string) (*sqlx.DB, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	q := u.Query()
+	for k, v := range params {
+		q.Set(k, v)
+	}
+	u.RawQuery = q.Encode()
+	db, err := sqlx.Open("postgres", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	db.SetConnMaxIdleTime(connMaxIdleTime)
 	return db, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -38,17 +37,10 @@ func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, er
 	if log == nil {
 		log = slog.Default()
 	}
-	relaxedURL, err := withParams(rawURL, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
+	relaxed, err := pool(rawURL, relaxedConns, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
 	if err != nil {
 		return nil, err
 	}
-	relaxed, err := sqlx.Open("postgres", relaxedURL)
-	if err != nil {
-		return nil, fmt.Errorf("open postgres: %w", err)
-	}
-	relaxed.SetMaxOpenConns(relaxedConns)
-	relaxed.SetMaxIdleConns(relaxedConns)
-	relaxed.SetConnMaxIdleTime(connMaxIdleTime)
 	d := &Dialect{db: db, relaxed: relaxed, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	d.stmts = sqlstore.NewStatements(db, d.Classify)
 	d.relaxedS = sqlstore.NewStatements(relaxed, d.Classify)
@@ -68,21 +60,6 @@ func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, er
 	}
 	go d.forward()
 	return sqlstore.New(db, d, log), nil
-}
-
-// withParams adds connection parameters to a postgres:// URL; lib/pq sends
-// the ones it does not know itself to the server as settings.
-func withParams(rawURL string, params map[string]string) (string, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "", fmt.Errorf("database URL: %w", err)
-	}
-	q := u.Query()
-	for k, v := range params {
-		q.Set(k, v)
-	}
-	u.RawQuery = q.Encode()
-	return u.String(), nil
 }
 
 func (d *Dialect) forward() {
