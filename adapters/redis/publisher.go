@@ -26,8 +26,12 @@ const (
 	// MAXLEN ~): enough for a subscriber that was down a while to catch up.
 	DefaultStreamMaxLen = 100_000
 	// dedupeTTL is how long a published message id is remembered, so that a
-	// redelivery (a crash between publishing and recording it) is dropped.
-	dedupeTTL = 7 * 24 * time.Hour
+	// redelivery is dropped. Redeliveries come within minutes: after a crash
+	// between publishing and marking the delivery done (2 s grace, 5 s
+	// claims), or a publish that timed out but went through (retries give
+	// up after about five minutes). At 1,000 events/s a day's worth of ids
+	// would take Redis gigabytes; a quarter of an hour takes tens of MB.
+	dedupeTTL = 15 * time.Minute
 )
 
 // publishOnce appends the message to the stream and publishes it on the
