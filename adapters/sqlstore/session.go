@@ -34,14 +34,17 @@ func (s *Store) begin() *session {
 	return &session{store: s, snapshots: map[string]productSnapshot{}, locked: map[string]bool{}, cached: map[string]bool{}}
 }
 
-// remember updates the cache after a successful write: every product the
-// session saw is now as it is in memory.
+// remember updates the caches after a successful write: every product the
+// session saw is now as it is in memory, and its batches belong to it.
 func (s *session) remember() {
 	for _, p := range s.seen {
 		if snap, ok := s.snapshots[p.SKU()]; ok {
 			s.store.cache.put(p, snap)
 		} else {
 			s.store.cache.forget(p.SKU())
+		}
+		for _, b := range p.Batches() {
+			s.store.owners.put(b.Ref(), p.SKU())
 		}
 	}
 }
