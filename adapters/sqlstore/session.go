@@ -35,16 +35,15 @@ func (s *Store) begin() *session {
 }
 
 // remember updates the caches after a successful write: every product the
-// session saw is now as it is in memory, and its batches belong to it.
+// session saw is now as it is in memory, and its new batches belong to it.
 func (s *session) remember() {
 	for _, p := range s.seen {
-		if snap, ok := s.snapshots[p.SKU()]; ok {
-			s.store.cache.put(p, snap)
-		} else {
-			s.store.cache.forget(p.SKU())
-		}
+		snap := s.snapshots[p.SKU()]
+		s.store.cache.put(p, snap)
 		for _, b := range p.Batches() {
-			s.store.owners.put(b.Ref(), p.SKU())
+			if _, stored := snap.batches[b.Ref()]; !stored {
+				s.store.owners.put(b.Ref(), p.SKU())
+			}
 		}
 	}
 }
