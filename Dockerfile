@@ -23,5 +23,10 @@ COPY --from=build /out/allocation /allocation
 USER nonroot:nonroot
 EXPOSE 8080
 ENV HTTP_ADDR=:8080
+# Without DATABASE_URL the data is kept in a SQLite file here (the nonroot
+# user's home, writable); mount a volume on it to keep it. Without REDIS_URL
+# the embedded Redis listens inside the container only; set
+# EMBEDDED_REDIS_ADDR=0.0.0.0:6380 and publish the port to reach it.
+ENV DATA_DIR=/home/nonroot/data
 ENTRYPOINT ["/allocation"]
 CMD ["serve"]

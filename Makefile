@@ -1,5 +1,7 @@
-# One command to run the service, one to test it. Both make sure PostgreSQL and
-# Redis are up first (scripts/services.sh starts them, installing on Debian).
+# One command to run the service, one to test it. `make run` needs nothing but
+# Go: the service keeps its data in a SQLite file and runs its own Redis.
+# `make run-postgres` and `make test` make sure PostgreSQL and Redis are up
+# first (scripts/services.sh starts them, installing on Debian).
 
 GO        ?= go
 BIN       := bin/allocation
@@ -7,12 +9,20 @@ PKGS      := ./...
 TESTFLAGS ?= -race -count=1
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build services test test-unit test-integration test-e2e lint fmt clean fuzz bench-go
+.PHONY: run run-postgres build services test test-unit test-integration test-e2e lint fmt clean fuzz bench-go
 
 FUZZTIME ?= 60s
 
-run: services build ## start PostgreSQL and Redis, build, and serve on HTTP_ADDR (default :8080)
+run: build ## build and serve on HTTP_ADDR (default :8080) in the embedded mode: SQLite in DATA_DIR (./data), Redis on 127.0.0.1:6380
 	./$(BIN) serve
+
+# The local PostgreSQL and Redis that `make services` starts, unless
+# DATABASE_URL and REDIS_URL say otherwise.
+LOCAL_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/allocation?sslmode=disable
+LOCAL_REDIS_URL    ?= redis://127.0.0.1:6379/0
+
+run-postgres: services build ## start PostgreSQL and Redis, build, and serve against them
+	DATABASE_URL="$${DATABASE_URL:-$(LOCAL_DATABASE_URL)}" REDIS_URL="$${REDIS_URL:-$(LOCAL_REDIS_URL)}" ./$(BIN) serve
 
 build:
 	$(GO) build -o $(BIN) ./cmd/allocation

@@ -13,10 +13,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"allocation/adapters/embeddedredis"
 	"allocation/adapters/metrics"
 	"allocation/adapters/notifications"
 	"allocation/adapters/postgres"
 	"allocation/adapters/redis"
+	"allocation/adapters/sqlite"
 	"allocation/adapters/sqlstore"
 	"allocation/entrypoints/consumer"
 	"allocation/entrypoints/httpapi"
@@ -41,21 +43,24 @@ type App struct {
 	Dispatcher *servicelayer.Dispatcher
 	Store      *sqlstore.Store
 
-	cfg     Config
-	log     *slog.Logger
-	db      *sqlx.DB
-	redis   *goredis.Client
-	streams *redis.StreamReader
+	cfg      Config
+	log      *slog.Logger
+	db       *sqlx.DB
+	redis    *goredis.Client
+	embedded *embeddedredis.Server // nil with REDIS_URL set
+	streams  *redis.StreamReader
 }
 
-// New connects to PostgreSQL and Redis and builds the bus, the API and the
-// consumer. It applies no migrations: call Migrate first.
+// New opens the database (PostgreSQL, or the SQLite file) and connects to
+// Redis (starting the embedded one when REDIS_URL is unset), and builds the
+// bus, the API and the consumer. It applies no migrations: call Migrate
+// first.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	db, store, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := openRedis(cfg.RedisURL)
+	rc, embedded, err := openRedis(cfg, log)
 	if err != nil {
 		store.Close()
 		db.Close()
@@ -86,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Bus:   bus,
 		Views: store,
 		Checks: []httpapi.Check{
-			{Name: "postgres", Ping: db.PingContext},
+			{Name: databaseName(cfg), Ping: db.PingContext},
 			{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},
 		},
 		Log:     log,
@@ -112,12 +117,29 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		log:        log,
 		db:         db,
 		redis:      rc,
+		embedded:   embedded,
 	}, nil
 }
 
-// OpenStore connects to the database and returns it with the store on it;
-// closing the store and then the database releases them.
+// databaseName names the database in readiness checks and errors.
+func databaseName(cfg Config) string {
+	if cfg.EmbeddedDatabase() {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// OpenStore opens the database, the SQLite file when DATABASE_URL is unset
+// and PostgreSQL otherwise, and returns it with the store on it; closing
+// the store and then the database releases them.
 func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sqlstore.Store, error) {
+	if cfg.EmbeddedDatabase() {
+		db, err := sqlite.Open(ctx, cfg.SQLitePath())
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, sqlite.NewStore(db, log), nil
+	}
 	db, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
@@ -130,8 +152,17 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sq
 	return db, store, nil
 }
 
-// Migrate brings the database schema up to date.
+// Migrate brings the database schema up to date: the SQLite file's when
+// DATABASE_URL is unset (creating it), PostgreSQL's otherwise.
 func Migrate(ctx context.Context, cfg Config) error {
+	if cfg.EmbeddedDatabase() {
+		db, err := sqlite.Open(ctx, cfg.SQLitePath())
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return sqlite.Migrate(ctx, db)
+	}
 	db, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL: %w", err)
@@ -196,7 +227,7 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 	return g.Wait()
 }
 
-// Close releases the database pool and the Redis client.
+// Close releases the database, the Redis client and the embedded Redis.
 func (a *App) Close() {
 	if err := a.Store.Close(); err != nil {
 		a.log.Warn("closing the store", "error", err)
@@ -204,12 +235,50 @@ func (a *App) Close() {
 	if err := a.redis.Close(); err != nil {
 		a.log.Warn("closing redis", "error", err)
 	}
+	if a.embedded != nil {
+		a.embedded.Close()
+	}
 	if err := a.db.Close(); err != nil {
-		a.log.Warn("closing postgres", "error", err)
+		a.log.Warn("closing the database", "error", err)
 	}
 }
 
-func openRedis(rawURL string) (*goredis.Client, error) {
+// openRedis returns a client of REDIS_URL or, when it is unset, starts the
+// embedded Redis and returns a client of it with the server.
+func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Server, error) {
+	rawURL := cfg.RedisURL
+	var embedded *embeddedredis.Server
+	if cfg.EmbeddedRedis() {
+		var err error
+		if embedded, err = embeddedredis.Start(cfg.EmbeddedRedisAddr); err != nil {
+			return nil, nil, fmt.Errorf("%w (another allocation running? Set EMBEDDED_REDIS_ADDR to another address, or REDIS_URL to use a running Redis)", err)
+		}
+		rawURL = embedded.URL()
+		log.Info("embedded redis listening: it keeps nothing across restarts", "redis_addr", embedded.Addr(), "redis_cli", redisCLI(embedded.Addr()))
+	}
+	rc, err := newRedisClient(rawURL)
+	if err != nil {
+		if embedded != nil {
+			embedded.Close()
+		}
+		return nil, nil, err
+	}
+	return rc, embedded, nil
+}
+
+// redisCLI is the redis-cli command line that reaches addr.
+func redisCLI(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "redis-cli"
+	}
+	if ip := net.ParseIP(host); host == "" || host == "localhost" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		return "redis-cli -p " + port
+	}
+	return "redis-cli -h " + host + " -p " + port
+}
+
+func newRedisClient(rawURL string) (*goredis.Client, error) {
 	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)

@@ -6,19 +6,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"allocation/adapters/embeddedredis"
 )
 
 // Config is everything the service reads from its environment.
+//
+// With neither DATABASE_URL nor REDIS_URL set the service needs nothing
+// but itself: it keeps its data in a SQLite file under DataDir and starts
+// a Redis-protocol server of its own on EmbeddedRedisAddr. Each URL that is
+// set replaces its embedded part by the real thing.
 type Config struct {
-	// DatabaseURL is the PostgreSQL connection URL (DATABASE_URL).
+	// DatabaseURL is the PostgreSQL connection URL (DATABASE_URL); empty
+	// keeps the data in an embedded SQLite file, SQLitePath.
 	DatabaseURL string
-	// RedisURL is the Redis connection URL (REDIS_URL).
+	// DataDir holds the SQLite file when DatabaseURL is empty (DATA_DIR,
+	// default "data", created when missing).
+	DataDir string
+	// RedisURL is the Redis connection URL (REDIS_URL); empty starts an
+	// embedded Redis-protocol server on EmbeddedRedisAddr.
 	RedisURL string
+	// EmbeddedRedisAddr is where the embedded Redis listens when RedisURL
+	// is empty (EMBEDDED_REDIS_ADDR, default 127.0.0.1:6380): redis-cli
+	// and other services reach it there.
+	EmbeddedRedisAddr string
 	// HTTPAddr is where the API listens (HTTP_ADDR, default ":8080").
 	HTTPAddr string
 	// RedisPrefix is put, as is, before every Redis channel and key name
@@ -44,22 +62,27 @@ type Config struct {
 	ConsumerName string
 }
 
-// Defaults point at the services `make services` starts.
+// Defaults: embedded storage and Redis, the API on port 8080.
 const (
-	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/allocation?sslmode=disable"
-	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
-	DefaultHTTPAddr    = ":8080"
+	DefaultDataDir           = "data"
+	DefaultEmbeddedRedisAddr = embeddedredis.DefaultAddr
+	DefaultHTTPAddr          = ":8080"
 )
+
+// SQLiteFile is the name of the embedded database file in DataDir.
+const SQLiteFile = "allocation.db"
 
 // FromEnv reads the configuration through getenv (os.Getenv in main), filling
 // in defaults, and validates it.
 func FromEnv(getenv func(string) string) (Config, error) {
 	cfg := Config{
-		DatabaseURL: orDefault(getenv("DATABASE_URL"), DefaultDatabaseURL),
-		RedisURL:    orDefault(getenv("REDIS_URL"), DefaultRedisURL),
-		HTTPAddr:    orDefault(getenv("HTTP_ADDR"), DefaultHTTPAddr),
-		RedisPrefix: getenv("REDIS_PREFIX"),
-		SMTPAddr:    getenv("SMTP_ADDR"),
+		DatabaseURL:       getenv("DATABASE_URL"),
+		DataDir:           orDefault(getenv("DATA_DIR"), DefaultDataDir),
+		RedisURL:          getenv("REDIS_URL"),
+		EmbeddedRedisAddr: orDefault(getenv("EMBEDDED_REDIS_ADDR"), DefaultEmbeddedRedisAddr),
+		HTTPAddr:          orDefault(getenv("HTTP_ADDR"), DefaultHTTPAddr),
+		RedisPrefix:       getenv("REDIS_PREFIX"),
+		SMTPAddr:          getenv("SMTP_ADDR"),
 	}
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
@@ -91,11 +114,19 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // Validate reports every setting that cannot work, all at once.
 func (c Config) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		errs = append(errs, fmt.Errorf("DATABASE_URL %q: want postgres://user@host:port/dbname", c.DatabaseURL))
+	if c.EmbeddedDatabase() {
+		if c.DataDir == "" || strings.ContainsAny(c.DataDir, "?#") {
+			errs = append(errs, fmt.Errorf("DATA_DIR %q: want a directory name without ? or #", c.DataDir))
+		}
+	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		errs = append(errs, fmt.Errorf("DATABASE_URL %q: want postgres://user@host:port/dbname, or leave it unset for an embedded SQLite file", redactURL(c.DatabaseURL)))
 	}
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db", c.RedisURL))
+	if c.EmbeddedRedis() {
+		if _, port, err := net.SplitHostPort(c.EmbeddedRedisAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("EMBEDDED_REDIS_ADDR %q: want host:port", c.EmbeddedRedisAddr))
+		}
+	} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
 	}
 	if !strings.Contains(c.HTTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("HTTP_ADDR %q: want host:port or :port", c.HTTPAddr))
@@ -104,6 +135,62 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))
 	}
 	return errors.Join(errs...)
+}
+
+// EmbeddedDatabase reports whether the data is kept in the SQLite file
+// (DATABASE_URL unset).
+func (c Config) EmbeddedDatabase() bool { return c.DatabaseURL == "" }
+
+// EmbeddedRedis reports whether the service starts its own Redis (REDIS_URL
+// unset).
+func (c Config) EmbeddedRedis() bool { return c.RedisURL == "" }
+
+// SQLitePath is the embedded database file.
+func (c Config) SQLitePath() string { return filepath.Join(c.DataDir, SQLiteFile) }
+
+// Mode names what the service runs on: "embedded" (SQLite and its own
+// Redis: nothing to install), "postgres+redis", or a mix of the two.
+func (c Config) Mode() string {
+	switch db, rd := c.EmbeddedDatabase(), c.EmbeddedRedis(); {
+	case db && rd:
+		return "embedded"
+	case db:
+		return "sqlite+redis"
+	case rd:
+		return "postgres+embedded-redis"
+	}
+	return "postgres+redis"
+}
+
+// StartupAttrs say, for the first log line, what the service runs on: the
+// mode, the database (the SQLite file, or the PostgreSQL URL without its
+// password) and the Redis address to use.
+func (c Config) StartupAttrs() []any {
+	attrs := []any{"mode", c.Mode()}
+	if c.EmbeddedDatabase() {
+		file, err := filepath.Abs(c.SQLitePath())
+		if err != nil {
+			file = c.SQLitePath()
+		}
+		attrs = append(attrs, "database", "sqlite", "data_file", file)
+	} else {
+		attrs = append(attrs, "database", "postgres", "database_url", redactURL(c.DatabaseURL))
+	}
+	if c.EmbeddedRedis() {
+		attrs = append(attrs, "redis", "embedded", "redis_addr", c.EmbeddedRedisAddr)
+	} else {
+		attrs = append(attrs, "redis", "external", "redis_url", redactURL(c.RedisURL))
+	}
+	return attrs
+}
+
+// redactURL hides the password of a URL, for logs and errors.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }
 
 func intSetting(getenv func(string) string, name string, def int64, errs *[]error) int64 {

@@ -27,10 +27,11 @@ var errClosed = errors.New("store closed")
 // alone, a unit of work is written at once. Units of work on one product
 // are never merged: the in-process lock keeps them apart anyway.
 type committer struct {
-	dialect Dialect
-	queue   chan *commit
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	dialect  Dialect
+	queue    chan *commit
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // commit is one unit of work waiting to be written.
@@ -56,7 +57,7 @@ func startCommitter(d Dialect) *committer {
 
 // close stops the writers once they finished what they hold.
 func (c *committer) close() {
-	close(c.stop)
+	c.stopOnce.Do(func() { close(c.stop) })
 	c.wg.Wait()
 }
 

@@ -76,13 +76,14 @@ func rebindQueries(bind int) queries {
 			WHERE d.status <> 'done'`),
 		// A dispatcher holds a delivery it takes until claimed_until, and
 		// its next attempt moves there too: nobody else takes it meanwhile,
-		// and it falls due again should this dispatcher die.
+		// and it falls due again should this dispatcher die. RETURNING
+		// names the column bare: SQLite does not know the alias there.
 		claim: r(`
 			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
 			WHERE d.event_id = ? AND d.handler = ? AND d.status = 'pending'
 			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
 			  AND NOT ` + pendingBefore + `
-			RETURNING d.attempts`),
+			RETURNING attempts`),
 		recordFailure: r(`
 			UPDATE event_deliveries SET attempts = ?, status = ?, last_error = ?, updated_at = ?, next_attempt_at = ?, claimed_until = NULL
 			WHERE event_id = ? AND handler = ? AND status = 'pending'`),

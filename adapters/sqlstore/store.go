@@ -84,6 +84,9 @@ type Store struct {
 	marks   marks
 	writes  *committer
 	queries queries
+
+	closeOnce sync.Once
+	closeErr  error
 	stmts   *Statements
 }
 
@@ -119,10 +122,13 @@ func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 
 // Close marks done what this process delivered, then releases the prepared
 // statements and what the dialect holds; the database handle belongs to the
-// caller.
+// caller. Closing twice does nothing more.
 func (s *Store) Close() error {
-	s.writes.close()
-	return errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
+	s.closeOnce.Do(func() {
+		s.writes.close()
+		s.closeErr = errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
+	})
+	return s.closeErr
 }
 
 // Statements prepares each query once per pool, on first use: the

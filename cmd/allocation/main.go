@@ -36,9 +36,15 @@ Usage:
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
 
-Configuration comes from the environment:
-  DATABASE_URL   PostgreSQL URL      (default ` + bootstrap.DefaultDatabaseURL + `)
-  REDIS_URL      Redis URL           (default ` + bootstrap.DefaultRedisURL + `)
+Configuration comes from the environment. With neither DATABASE_URL nor
+REDIS_URL set the service needs nothing else: it keeps its data in a SQLite
+file and runs a Redis-protocol server of its own (embedded mode).
+  DATABASE_URL   PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/allocation?sslmode=disable
+                 (unset: the SQLite file DATA_DIR/` + bootstrap.SQLiteFile + `)
+  DATA_DIR       directory of the SQLite file, created if missing (default ./` + bootstrap.DefaultDataDir + `)
+  REDIS_URL      Redis URL, e.g. redis://127.0.0.1:6379/0
+                 (unset: an embedded Redis on EMBEDDED_REDIS_ADDR, empty at every start)
+  EMBEDDED_REDIS_ADDR    where the embedded Redis listens (default ` + bootstrap.DefaultEmbeddedRedisAddr + `)
   HTTP_ADDR      API listen address  (default ` + bootstrap.DefaultHTTPAddr + `)
   REDIS_PREFIX   prefix of every Redis channel and key (default empty)
   SMTP_ADDR      host:port of the mail server; unset: notifications go to the log
@@ -115,6 +121,7 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	log.Info("allocation starting", cfg.StartupAttrs()...)
 	if !*skipMigrate {
 		if err := bootstrap.Migrate(ctx, cfg); err != nil {
 			return fmt.Errorf("migrate: %w", err)

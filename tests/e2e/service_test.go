@@ -78,15 +78,40 @@ func newService(t *testing.T, redisURL string) *service {
 		redis:    testenv.Redis(t),
 		logs:     &syncBuffer{},
 	}
-	t.Cleanup(func() {
+	s.stopAtEnd()
+	return s
+}
+
+// newEmbeddedService prepares a service in the embedded mode, without
+// starting it: DATABASE_URL and REDIS_URL unset, its SQLite file in
+// dataDir, its own Redis on a free port, which s.redis reaches. Its Redis
+// is its own, so it needs no prefix.
+func newEmbeddedService(t *testing.T, dataDir string) *service {
+	t.Helper()
+	redisAddr := freeAddr(t)
+	rc := goredis.NewClient(&goredis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = rc.Close() })
+	s := &service{
+		t:     t,
+		redis: rc,
+		env:   []string{"DATA_DIR=" + dataDir, "EMBEDDED_REDIS_ADDR=" + redisAddr},
+		logs:  &syncBuffer{},
+	}
+	s.stopAtEnd()
+	return s
+}
+
+// stopAtEnd stops the process when the test ends, and shows its log if
+// the test failed.
+func (s *service) stopAtEnd() {
+	s.t.Cleanup(func() {
 		if s.cmd != nil {
 			s.stop()
 		}
-		if t.Failed() {
-			t.Logf("service log:\n%s", s.logs.String())
+		if s.t.Failed() {
+			s.t.Logf("service log:\n%s", s.logs.String())
 		}
 	})
-	return s
 }
 
 // replica prepares another process on the same database and prefix.

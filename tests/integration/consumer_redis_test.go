@@ -35,7 +35,7 @@ func (n *sentNotifications) Send(_ context.Context, destination, message string)
 }
 
 // consumerRig is the real bus on the memory store, fed by a consumer over
-// the real Redis under a prefix of its own.
+// a Redis under a prefix of its own.
 type consumerRig struct {
 	redis  *goredis.Client
 	prefix string
@@ -43,9 +43,9 @@ type consumerRig struct {
 	bus    *servicelayer.Bus
 }
 
-func startConsumer(t *testing.T, bus consumer.Bus) *consumerRig {
+func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *consumerRig {
 	t.Helper()
-	rc := testenv.Redis(t)
+	rc := connect(t)
 	prefix := testenv.Prefix()
 	t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
 	log, _ := testLogger(t)
@@ -155,87 +155,90 @@ func decodeLineAllocated(t *testing.T, m *goredis.Message) lineAllocated {
 // The book's e2e test_change_batch_quantity_leading_to_reallocation, at the
 // consumer's level.
 func TestConsumerReallocatesWhenABatchQuantityChangeArrives(t *testing.T) {
-	t.Parallel()
-	r := startConsumer(t, nil)
-	allocated := subscribeTo(t, r.redis, r.prefix+"line_allocated")
-	orderID, sku := testenv.RandomName("order-"), testenv.RandomName("sku-")
-	earlier, later := testenv.RandomName("batch-"), testenv.RandomName("batch-")
-	today := time.Now().UTC().Truncate(24 * time.Hour)
-	r.handle(t, domain.CreateBatch{Ref: earlier, SKU: sku, Qty: 10, ETA: today})
-	r.handle(t, domain.CreateBatch{Ref: later, SKU: sku, Qty: 10, ETA: today.AddDate(0, 0, 1)})
-	r.handle(t, domain.Allocate{OrderID: orderID, SKU: sku, Qty: 10})
-	if got := decodeLineAllocated(t, awaitMessage(t, allocated)); got.BatchRef != earlier {
-		t.Fatalf("first allocation to %s, want the earlier batch %s", got.BatchRef, earlier)
-	}
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := startConsumer(t, connect, nil)
+		allocated := subscribeTo(t, r.redis, r.prefix+"line_allocated")
+		orderID, sku := testenv.RandomName("order-"), testenv.RandomName("sku-")
+		earlier, later := testenv.RandomName("batch-"), testenv.RandomName("batch-")
+		today := time.Now().UTC().Truncate(24 * time.Hour)
+		r.handle(t, domain.CreateBatch{Ref: earlier, SKU: sku, Qty: 10, ETA: today})
+		r.handle(t, domain.CreateBatch{Ref: later, SKU: sku, Qty: 10, ETA: today.AddDate(0, 0, 1)})
+		r.handle(t, domain.Allocate{OrderID: orderID, SKU: sku, Qty: 10})
+		if got := decodeLineAllocated(t, awaitMessage(t, allocated)); got.BatchRef != earlier {
+			t.Fatalf("first allocation to %s, want the earlier batch %s", got.BatchRef, earlier)
+		}
 
-	r.send(t, "change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5})
+		r.send(t, "change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5})
 
-	want := lineAllocated{OrderID: orderID, SKU: sku, Qty: 10, BatchRef: later}
-	if got := decodeLineAllocated(t, awaitMessage(t, allocated)); got != want {
-		t.Fatalf("reallocation = %+v, want %+v", got, want)
-	}
-	r.awaitAllocation(t, orderID, sku, later)
+		want := lineAllocated{OrderID: orderID, SKU: sku, Qty: 10, BatchRef: later}
+		if got := decodeLineAllocated(t, awaitMessage(t, allocated)); got != want {
+			t.Fatalf("reallocation = %+v, want %+v", got, want)
+		}
+		r.awaitAllocation(t, orderID, sku, later)
+	})
 }
 
 func TestConsumerAllocatesWhatArrivesOnTheAllocateChannel(t *testing.T) {
-	t.Parallel()
-	r := startConsumer(t, nil)
-	orderID, sku, batch := testenv.RandomName("order-"), testenv.RandomName("sku-"), testenv.RandomName("batch-")
-	r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := startConsumer(t, connect, nil)
+		orderID, sku, batch := testenv.RandomName("order-"), testenv.RandomName("sku-"), testenv.RandomName("batch-")
+		r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
 
-	r.send(t, "allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 3, "message_id": testenv.RandomName("msg-")})
+		r.send(t, "allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 3, "message_id": testenv.RandomName("msg-")})
 
-	r.awaitAllocation(t, orderID, sku, batch)
-	if p := r.store.Product(sku); p == nil || p.Batch(batch).AvailableQty() != 7 {
-		t.Errorf("batch %s after allocating 3 of 10: %v", batch, p)
-	}
+		r.awaitAllocation(t, orderID, sku, batch)
+		if p := r.store.Product(sku); p == nil || p.Batch(batch).AvailableQty() != 7 {
+			t.Errorf("batch %s after allocating 3 of 10: %v", batch, p)
+		}
+	})
 }
 
 func TestConsumerSetsPoisonMessagesAsideAndGoesOn(t *testing.T) {
-	t.Parallel()
-	r := startConsumer(t, nil)
-	sku, batch := testenv.RandomName("sku-"), testenv.RandomName("batch-")
-	r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
-	unknownBatch, unknownSKU := testenv.RandomName("batch-"), testenv.RandomName("sku-")
-	poison := []struct {
-		channel, payload string
-		reason           string // the dead letter's reason must contain it
-	}{
-		{"change_batch_quantity", `{"batchref": "` + batch, "not valid JSON"},
-		{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": "5"}`, "qty must be an integer"},
-		{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 1.5}`, "qty must be an integer"},
-		{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": -1}`, "qty must be an integer from 0"},
-		{"change_batch_quantity", `{"qty": 5}`, "batchref is required"},
-		{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 5, "colour": "red"}`, "colour is not a known field"},
-		{"change_batch_quantity", `{"batchref": "` + unknownBatch + `", "qty": 5}`, "unknown batch"},
-		{"allocate", `{"orderid": "o1", "qty": 1}`, "sku is required"},
-		{"allocate", `{"orderid": "", "sku": "` + sku + `", "qty": 1}`, "orderid must be"},
-		{"allocate", `{"orderid": "o1", "sku": "` + sku + `", "qty": 0}`, "qty must be an integer from 1"},
-		{"allocate", `{"orderid": "o1", "sku": "` + unknownSKU + `", "qty": 1}`, "Invalid sku " + unknownSKU},
-		{"allocate", `[1, 2, 3]`, "body must be a JSON object"},
-	}
-	for _, p := range poison {
-		r.send(t, p.channel, p.payload)
-	}
-	orderID := testenv.RandomName("order-")
-	r.send(t, "allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 1})
-
-	// Messages are handled in order, so once the good one is through every
-	// poison message has been set aside.
-	r.awaitAllocation(t, orderID, sku, batch)
-	letters := r.deadLetters(t)
-	if len(letters) != len(poison) {
-		t.Fatalf("%d dead letters, want %d: %+v", len(letters), len(poison), letters)
-	}
-	for i, p := range poison {
-		l := letters[i]
-		if l.Channel != p.channel || l.Payload != p.payload || !strings.Contains(l.Reason, p.reason) {
-			t.Errorf("dead letter %d = %+v, want channel %s, payload %s, a reason with %q", i, l, p.channel, p.payload, p.reason)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := startConsumer(t, connect, nil)
+		sku, batch := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+		r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
+		unknownBatch, unknownSKU := testenv.RandomName("batch-"), testenv.RandomName("sku-")
+		poison := []struct {
+			channel, payload string
+			reason           string // the dead letter's reason must contain it
+		}{
+			{"change_batch_quantity", `{"batchref": "` + batch, "not valid JSON"},
+			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": "5"}`, "qty must be an integer"},
+			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 1.5}`, "qty must be an integer"},
+			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": -1}`, "qty must be an integer from 0"},
+			{"change_batch_quantity", `{"qty": 5}`, "batchref is required"},
+			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 5, "colour": "red"}`, "colour is not a known field"},
+			{"change_batch_quantity", `{"batchref": "` + unknownBatch + `", "qty": 5}`, "unknown batch"},
+			{"allocate", `{"orderid": "o1", "qty": 1}`, "sku is required"},
+			{"allocate", `{"orderid": "", "sku": "` + sku + `", "qty": 1}`, "orderid must be"},
+			{"allocate", `{"orderid": "o1", "sku": "` + sku + `", "qty": 0}`, "qty must be an integer from 1"},
+			{"allocate", `{"orderid": "o1", "sku": "` + unknownSKU + `", "qty": 1}`, "Invalid sku " + unknownSKU},
+			{"allocate", `[1, 2, 3]`, "body must be a JSON object"},
 		}
-	}
-	if p := r.store.Product(sku); p.Batch(batch).PurchasedQty() != 10 {
-		t.Errorf("a poison message changed batch %s: purchased %d, want 10", batch, p.Batch(batch).PurchasedQty())
-	}
+		for _, p := range poison {
+			r.send(t, p.channel, p.payload)
+		}
+		orderID := testenv.RandomName("order-")
+		r.send(t, "allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 1})
+
+		// Messages are handled in order, so once the good one is through every
+		// poison message has been set aside.
+		r.awaitAllocation(t, orderID, sku, batch)
+		letters := r.deadLetters(t)
+		if len(letters) != len(poison) {
+			t.Fatalf("%d dead letters, want %d: %+v", len(letters), len(poison), letters)
+		}
+		for i, p := range poison {
+			l := letters[i]
+			if l.Channel != p.channel || l.Payload != p.payload || !strings.Contains(l.Reason, p.reason) {
+				t.Errorf("dead letter %d = %+v, want channel %s, payload %s, a reason with %q", i, l, p.channel, p.payload, p.reason)
+			}
+		}
+		if p := r.store.Product(sku); p.Batch(batch).PurchasedQty() != 10 {
+			t.Errorf("a poison message changed batch %s: purchased %d, want 10", batch, p.Batch(batch).PurchasedQty())
+		}
+	})
 }
 
 // failingBus panics on its first command and fails the second the way a
@@ -261,25 +264,26 @@ func (b *failingBus) Handle(ctx context.Context, cmd domain.Command) (servicelay
 }
 
 func TestConsumerSurvivesPanicsAndOutagesSettingTheMessagesAside(t *testing.T) {
-	t.Parallel()
-	bus := &failingBus{}
-	r := startConsumer(t, bus)
-	bus.mu.Lock()
-	bus.next = r.bus
-	bus.mu.Unlock()
-	sku, batch := testenv.RandomName("sku-"), testenv.RandomName("batch-")
-	r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
-	first, second, third := testenv.RandomName("order-"), testenv.RandomName("order-"), testenv.RandomName("order-")
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		bus := &failingBus{}
+		r := startConsumer(t, connect, bus)
+		bus.mu.Lock()
+		bus.next = r.bus
+		bus.mu.Unlock()
+		sku, batch := testenv.RandomName("sku-"), testenv.RandomName("batch-")
+		r.handle(t, domain.CreateBatch{Ref: batch, SKU: sku, Qty: 10})
+		first, second, third := testenv.RandomName("order-"), testenv.RandomName("order-"), testenv.RandomName("order-")
 
-	for _, id := range []string{first, second, third} {
-		r.send(t, "allocate", map[string]any{"orderid": id, "sku": sku, "qty": 1})
-	}
+		for _, id := range []string{first, second, third} {
+			r.send(t, "allocate", map[string]any{"orderid": id, "sku": sku, "qty": 1})
+		}
 
-	r.awaitAllocation(t, third, sku, batch)
-	letters := r.deadLetters(t)
-	if len(letters) != 2 ||
-		!strings.Contains(letters[0].Payload, first) || !strings.Contains(letters[0].Reason, "panic") ||
-		!strings.Contains(letters[1].Payload, second) || !strings.Contains(letters[1].Reason, "database is down") {
-		t.Fatalf("dead letters = %+v, want the panicking then the failing message, with their reasons", letters)
-	}
+		r.awaitAllocation(t, third, sku, batch)
+		letters := r.deadLetters(t)
+		if len(letters) != 2 ||
+			!strings.Contains(letters[0].Payload, first) || !strings.Contains(letters[0].Reason, "panic") ||
+			!strings.Contains(letters[1].Payload, second) || !strings.Contains(letters[1].Reason, "database is down") {
+			t.Fatalf("dead letters = %+v, want the panicking then the failing message, with their reasons", letters)
+		}
+	})
 }

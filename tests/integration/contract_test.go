@@ -23,7 +23,8 @@ type store interface {
 func stores(t *testing.T) map[string]func(t *testing.T) store {
 	return map[string]func(t *testing.T) store{
 		"memory":   func(t *testing.T) store { return memory.NewStore() },
-		"postgres": func(t *testing.T) store { return newOutbox(t).uow },
+		"postgres": func(t *testing.T) store { return newOutbox(t, freshPG).uow },
+		"sqlite":   func(t *testing.T) store { return newOutbox(t, freshSQLite).uow },
 	}
 }
 

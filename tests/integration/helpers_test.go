@@ -3,26 +3,50 @@ package integration_test
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/jmoiron/sqlx"
 
 	"allocation/adapters/postgres"
+	"allocation/adapters/sqlite"
 	"allocation/adapters/sqlstore"
 	"allocation/servicelayer"
 	"allocation/tests/testenv"
 )
 
-// pg is a fresh, migrated database and the store on it.
-type pg struct {
+// testDB is a fresh, migrated database and the store on it.
+type testDB struct {
 	*sqlx.DB
-	url   string
+	url   string // PostgreSQL's; empty for SQLite
 	store *sqlstore.Store
 }
 
+// opener makes a fresh, migrated database of one engine for a test.
+type opener func(t testing.TB) testDB
+
+// engines are the SQL databases the store runs on. The tests that are not
+// about one of them run on each.
+func engines() map[string]opener {
+	return map[string]opener{"postgres": freshPG, "sqlite": freshSQLite}
+}
+
+// onEveryEngine runs test once per engine, as parallel subtests named after
+// the engine, in parallel with the other tests.
+func onEveryEngine(t *testing.T, test func(t *testing.T, open opener)) {
+	t.Helper()
+	t.Parallel()
+	for name, open := range engines() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, open)
+		})
+	}
+}
+
 // freshPG opens a new, migrated database that is dropped when the test ends.
-func freshPG(t testing.TB) pg {
+func freshPG(t testing.TB) testDB {
 	t.Helper()
 	ctx := context.Background()
 	url := testenv.FreshDatabase(t)
@@ -39,7 +63,31 @@ func freshPG(t testing.TB) pg {
 		t.Fatalf("store: %v", err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return pg{DB: db, url: url, store: store}
+	return testDB{DB: db, url: url, store: store}
+}
+
+// freshSQLite opens a new, migrated database file in the test's temporary
+// directory.
+func freshSQLite(t testing.TB) testDB {
+	t.Helper()
+	db := openSQLite(t, filepath.Join(t.TempDir(), "allocation.db"))
+	if err := sqlite.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	store := sqlite.NewStore(db, slog.Default())
+	t.Cleanup(func() { store.Close() })
+	return testDB{DB: db, store: store}
+}
+
+// openSQLite opens the database file at path, closed when the test ends.
+func openSQLite(t testing.TB, path string) *sqlx.DB {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 type recordingPublisher struct {
@@ -58,14 +106,20 @@ type nopNotifier struct{}
 
 func (nopNotifier) Send(context.Context, string, string) error { return nil }
 
-// postgresBus is the real bus on a fresh database.
-func postgresBus(t testing.TB) (*servicelayer.Bus, pg) {
+// busOn is the real bus on a fresh database of one engine.
+func busOn(t testing.TB, open opener) (*servicelayer.Bus, testDB) {
 	t.Helper()
-	db := freshPG(t)
+	db := open(t)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
 		UoW:       db.store,
 		Publisher: &recordingPublisher{},
 		Notifier:  nopNotifier{},
 	})
 	return bus, db
+}
+
+// postgresBus is the real bus on a fresh PostgreSQL database.
+func postgresBus(t testing.TB) (*servicelayer.Bus, testDB) {
+	t.Helper()
+	return busOn(t, freshPG)
 }

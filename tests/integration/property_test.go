@@ -104,9 +104,9 @@ func cmpLine(a, b domain.OrderLine) int {
 }
 
 // Thousands of random command sequences: after every step the invariants
-// hold, and the PostgreSQL-backed service ends in the same state as the
+// hold, and the service on each SQL database ends in the same state as the
 // in-memory model, answering every command the same way.
-func TestPropertyPostgresServiceAndInMemoryModelAgree(t *testing.T) {
+func TestPropertyServiceAndInMemoryModelAgree(t *testing.T) {
 	n := 1000
 	if v, err := strconv.Atoi(os.Getenv("PROPERTY_SEQUENCES")); err == nil {
 		n = v
@@ -116,44 +116,45 @@ func TestPropertyPostgresServiceAndInMemoryModelAgree(t *testing.T) {
 		seed = v
 	}
 	t.Logf("%d sequences, PROPERTY_SEED=%d", n, seed)
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		db := open(t)
+		uow := db.store
+		sqlBus := servicelayer.NewBus(servicelayer.Dependencies{UoW: uow, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}})
+		ctx := context.Background()
 
-	db := freshPG(t)
-	uow := db.store
-	pgBus := servicelayer.NewBus(servicelayer.Dependencies{UoW: uow, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}})
-	ctx := context.Background()
-
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range work {
-				rng := rand.New(rand.NewPCG(seed, uint64(id)))
-				if err := runSequence(ctx, randomSequence(id, rng), pgBus, uow); err != nil {
-					t.Errorf("sequence %d (PROPERTY_SEED=%d): %v", id, seed, err)
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for id := range work {
+					rng := rand.New(rand.NewPCG(seed, uint64(id)))
+					if err := runSequence(ctx, randomSequence(id, rng), sqlBus, uow); err != nil {
+						t.Errorf("sequence %d (PROPERTY_SEED=%d): %v", id, seed, err)
+					}
 				}
-			}
-		}()
-	}
-	for id := range n {
-		if t.Failed() {
-			break
+			}()
 		}
-		work <- id
-	}
-	close(work)
-	wg.Wait()
+		for id := range n {
+			if t.Failed() {
+				break
+			}
+			work <- id
+		}
+		close(work)
+		wg.Wait()
+	})
 }
 
-func runSequence(ctx context.Context, s sequence, pgBus *servicelayer.Bus, uow *sqlstore.Store) error {
+func runSequence(ctx context.Context, s sequence, sqlBus *servicelayer.Bus, uow *sqlstore.Store) error {
 	store := memory.NewStore()
 	memBus := servicelayer.NewBus(servicelayer.Dependencies{UoW: store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}})
 	for step, cmd := range s.commands {
 		memRes, memErr := memBus.Handle(ctx, cmd)
-		pgRes, pgErr := pgBus.Handle(ctx, cmd)
-		if (memErr == nil) != (pgErr == nil) || memRes != pgRes {
-			return fmt.Errorf("step %d %+v: memory %+v, %v; postgres %+v, %v (commands %+v)", step, cmd, memRes, memErr, pgRes, pgErr, s.commands)
+		sqlRes, sqlErr := sqlBus.Handle(ctx, cmd)
+		if (memErr == nil) != (sqlErr == nil) || memRes != sqlRes {
+			return fmt.Errorf("step %d %+v: memory %+v, %v; sql %+v, %v (commands %+v)", step, cmd, memRes, memErr, sqlRes, sqlErr, s.commands)
 		}
 		for _, sku := range s.skus {
 			if p := store.Product(sku); p != nil {
@@ -164,20 +165,20 @@ func runSequence(ctx context.Context, s sequence, pgBus *servicelayer.Bus, uow *
 		}
 	}
 	for _, sku := range s.skus {
-		var pg *domain.Product
+		var stored *domain.Product
 		if _, err := uow.Do(ctx, func(tx servicelayer.Tx) error {
 			var err error
-			pg, err = tx.Products().Get(ctx, sku)
+			stored, err = tx.Products().Get(ctx, sku)
 			return err
 		}); err != nil {
 			return err
 		}
-		if got, want := describe(pg), describe(store.Product(sku)); got != want {
-			return fmt.Errorf("%s differs after %v:\npostgres %s\nmemory   %s", sku, s.commands, got, want)
+		if got, want := describe(stored), describe(store.Product(sku)); got != want {
+			return fmt.Errorf("%s differs after %v:\nsql    %s\nmemory %s", sku, s.commands, got, want)
 		}
-		if pg != nil {
-			if err := checkInvariants(pg); err != nil {
-				return fmt.Errorf("postgres %s: %w", sku, err)
+		if stored != nil {
+			if err := checkInvariants(stored); err != nil {
+				return fmt.Errorf("sql %s: %w", sku, err)
 			}
 		}
 	}

@@ -11,7 +11,9 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"allocation/adapters/embeddedredis"
 	"allocation/adapters/redis"
+	"allocation/tests/testenv"
 )
 
 // waitTimeout bounds every wait for something asynchronous over Redis.
@@ -128,4 +130,44 @@ func publish(t *testing.T, rc *goredis.Client, channel, payload string) {
 	if err := rc.Publish(context.Background(), channel, payload).Err(); err != nil {
 		t.Fatalf("publish on %s: %v", channel, err)
 	}
+}
+
+// redisConnector returns a client of one Redis server for a test.
+type redisConnector func(t testing.TB) *goredis.Client
+
+// redisServers are the Redis servers the service talks to: the real one,
+// and the embedded one it starts itself when REDIS_URL is unset. The tests
+// of what the service asks of Redis (scripts, pub/sub, streams, lists) run
+// on both.
+func redisServers() map[string]redisConnector {
+	return map[string]redisConnector{"redis": testenv.Redis, "embedded": embeddedRedis}
+}
+
+// onEveryRedis runs test once per server, as parallel subtests named after
+// it, in parallel with the other tests.
+func onEveryRedis(t *testing.T, test func(t *testing.T, connect redisConnector)) {
+	t.Helper()
+	t.Parallel()
+	for name, connect := range redisServers() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, connect)
+		})
+	}
+}
+
+// embeddedRedis starts an embedded server of the test's own on a free
+// port, stopped when the test ends, and returns a client of it.
+func embeddedRedis(t testing.TB) *goredis.Client {
+	t.Helper()
+	srv, err := embeddedredis.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("embedded redis: %v", err)
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() {
+		_ = c.Close()
+		srv.Close()
+	})
+	return c
 }

@@ -18,48 +18,49 @@ import (
 )
 
 func TestRedisPublisherSendsAllocatedAsLineAllocatedUnderThePrefix(t *testing.T) {
-	t.Parallel()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix()
-	messages := subscribeTo(t, rc, prefix+"line_allocated")
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc := connect(t)
+		prefix := testenv.Prefix()
+		messages := subscribeTo(t, rc, prefix+"line_allocated")
 
-	env := servicelayer.Envelope{
-		MessageID:  uuid.NewString(),
-		OccurredAt: time.Date(2026, 3, 14, 15, 9, 26, 535000000, time.FixedZone("CET", 3600)),
-		Event:      domain.Allocated{OrderID: testenv.RandomName("order-"), SKU: testenv.RandomName("sku-"), Qty: 7, BatchRef: testenv.RandomName("batch-")},
-	}
-	if err := redis.NewPublisher(rc, prefix).Publish(context.Background(), env); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-
-	msg := awaitMessage(t, messages)
-	if msg.Channel != prefix+"line_allocated" {
-		t.Errorf("channel = %q, want %q", msg.Channel, prefix+"line_allocated")
-	}
-	var body map[string]any
-	if err := json.Unmarshal([]byte(msg.Payload), &body); err != nil {
-		t.Fatalf("payload %s is not a JSON object: %v", msg.Payload, err)
-	}
-	wantKeys := []string{"batchref", "message_id", "occurred_at", "orderid", "qty", "sku"}
-	if got := slices.Sorted(maps.Keys(body)); !slices.Equal(got, wantKeys) {
-		t.Errorf("fields = %v, want exactly %v", got, wantKeys)
-	}
-	ev := env.Event.(domain.Allocated)
-	for field, want := range map[string]any{
-		"orderid": ev.OrderID, "sku": ev.SKU, "qty": float64(ev.Qty), "batchref": ev.BatchRef, "message_id": env.MessageID,
-	} {
-		if body[field] != want {
-			t.Errorf("%s = %v, want %v", field, body[field], want)
+		env := servicelayer.Envelope{
+			MessageID:  uuid.NewString(),
+			OccurredAt: time.Date(2026, 3, 14, 15, 9, 26, 535000000, time.FixedZone("CET", 3600)),
+			Event:      domain.Allocated{OrderID: testenv.RandomName("order-"), SKU: testenv.RandomName("sku-"), Qty: 7, BatchRef: testenv.RandomName("batch-")},
 		}
-	}
-	stamp, _ := body["occurred_at"].(string)
-	at, err := time.Parse(time.RFC3339, stamp)
-	if err != nil {
-		t.Fatalf("occurred_at %q is not RFC 3339: %v", stamp, err)
-	}
-	if !at.Equal(env.OccurredAt) || !strings.HasSuffix(stamp, "Z") {
-		t.Errorf("occurred_at = %q, want %s in UTC", stamp, env.OccurredAt.UTC().Format(time.RFC3339Nano))
-	}
+		if err := redis.NewPublisher(rc, prefix).Publish(context.Background(), env); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+
+		msg := awaitMessage(t, messages)
+		if msg.Channel != prefix+"line_allocated" {
+			t.Errorf("channel = %q, want %q", msg.Channel, prefix+"line_allocated")
+		}
+		var body map[string]any
+		if err := json.Unmarshal([]byte(msg.Payload), &body); err != nil {
+			t.Fatalf("payload %s is not a JSON object: %v", msg.Payload, err)
+		}
+		wantKeys := []string{"batchref", "message_id", "occurred_at", "orderid", "qty", "sku"}
+		if got := slices.Sorted(maps.Keys(body)); !slices.Equal(got, wantKeys) {
+			t.Errorf("fields = %v, want exactly %v", got, wantKeys)
+		}
+		ev := env.Event.(domain.Allocated)
+		for field, want := range map[string]any{
+			"orderid": ev.OrderID, "sku": ev.SKU, "qty": float64(ev.Qty), "batchref": ev.BatchRef, "message_id": env.MessageID,
+		} {
+			if body[field] != want {
+				t.Errorf("%s = %v, want %v", field, body[field], want)
+			}
+		}
+		stamp, _ := body["occurred_at"].(string)
+		at, err := time.Parse(time.RFC3339, stamp)
+		if err != nil {
+			t.Fatalf("occurred_at %q is not RFC 3339: %v", stamp, err)
+		}
+		if !at.Equal(env.OccurredAt) || !strings.HasSuffix(stamp, "Z") {
+			t.Errorf("occurred_at = %q, want %s in UTC", stamp, env.OccurredAt.UTC().Format(time.RFC3339Nano))
+		}
+	})
 }
 
 func TestRedisPublisherRefusesEventsThatHaveNoChannel(t *testing.T) {

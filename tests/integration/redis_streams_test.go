@@ -20,26 +20,27 @@ import (
 // A redelivered event (a crash between publishing and recording it) reaches
 // the stream and the channel once: Redis itself drops the repeat.
 func TestRedisPublisherAppendsEachMessageToTheStreamOnce(t *testing.T) {
-	t.Parallel()
-	rc, prefix := testenv.Redis(t), testenv.Prefix()
-	messages := subscribeTo(t, rc, prefix+"line_allocated")
-	env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
-	pub := redis.NewPublisher(rc, prefix)
-	for range 3 {
-		if err := pub.Publish(context.Background(), env); err != nil {
-			t.Fatal(err)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		messages := subscribeTo(t, rc, prefix+"line_allocated")
+		env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
+		pub := redis.NewPublisher(rc, prefix)
+		for range 3 {
+			if err := pub.Publish(context.Background(), env); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	entries, err := rc.XRange(context.Background(), prefix+"line_allocated", "-", "+").Result()
-	if err != nil || len(entries) != 1 || entries[0].Values["message_id"] != env.MessageID {
-		t.Fatalf("stream entries %v (%v); want one with message_id %s", entries, err, env.MessageID)
-	}
-	awaitMessage(t, messages)
-	select {
-	case m := <-messages:
-		t.Fatalf("the channel got the repeat too: %s", m.Payload)
-	case <-time.After(200 * time.Millisecond):
-	}
+		entries, err := rc.XRange(context.Background(), prefix+"line_allocated", "-", "+").Result()
+		if err != nil || len(entries) != 1 || entries[0].Values["message_id"] != env.MessageID {
+			t.Fatalf("stream entries %v (%v); want one with message_id %s", entries, err, env.MessageID)
+		}
+		awaitMessage(t, messages)
+		select {
+		case m := <-messages:
+			t.Fatalf("the channel got the repeat too: %s", m.Payload)
+		case <-time.After(200 * time.Millisecond):
+		}
+	})
 }
 
 type streamRig struct {
@@ -49,9 +50,9 @@ type streamRig struct {
 	bus    *servicelayer.Bus
 }
 
-func newStreamRig(t *testing.T) streamRig {
+func newStreamRig(t *testing.T, connect redisConnector) streamRig {
 	t.Helper()
-	r := streamRig{rc: testenv.Redis(t), prefix: testenv.Prefix(), store: memory.NewStore()}
+	r := streamRig{rc: connect(t), prefix: testenv.Prefix(), store: memory.NewStore()}
 	r.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: r.store, Publisher: redis.NewPublisher(r.rc, r.prefix), Notifier: nopNotifier{}})
 	if _, err := r.bus.Handle(context.Background(), domain.CreateBatch{Ref: "b1", SKU: "LAMP", Qty: 1000}); err != nil {
 		t.Fatal(err)
@@ -95,93 +96,96 @@ func (r streamRig) pending(stream string) int64 {
 }
 
 func TestStreamEntriesAppendedBeforeAnyConsumerRanAreProcessedAndAcknowledged(t *testing.T) {
-	t.Parallel()
-	r := newStreamRig(t)
-	for i := range 5 {
-		r.append(t, "allocate", fmt.Sprintf(`{"orderid": "early-%d", "sku": "LAMP", "qty": 1}`, i))
-	}
-	r.append(t, "allocate", `not json`)
-	r.append(t, "change_batch_quantity", `{"batchref": "b1", "qty": 900}`)
-	r.run(t, "c1", time.Minute)
-	testenv.Eventually(t, 10*time.Second, func() error {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := newStreamRig(t, connect)
 		for i := range 5 {
-			if !r.allocated(fmt.Sprintf("early-%d", i)) {
-				return fmt.Errorf("early-%d not allocated", i)
+			r.append(t, "allocate", fmt.Sprintf(`{"orderid": "early-%d", "sku": "LAMP", "qty": 1}`, i))
+		}
+		r.append(t, "allocate", `not json`)
+		r.append(t, "change_batch_quantity", `{"batchref": "b1", "qty": 900}`)
+		r.run(t, "c1", time.Minute)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			for i := range 5 {
+				if !r.allocated(fmt.Sprintf("early-%d", i)) {
+					return fmt.Errorf("early-%d not allocated", i)
+				}
 			}
+			if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 900 {
+				return fmt.Errorf("purchased %d", q)
+			}
+			if n := r.pending("allocate") + r.pending("change_batch_quantity"); n != 0 {
+				return fmt.Errorf("%d entries still pending", n)
+			}
+			return nil
+		})
+		letters, _ := r.rc.LRange(context.Background(), r.prefix+"dead_letter", 0, -1).Result()
+		if len(letters) != 1 {
+			t.Fatalf("dead letters %v; want the poison entry", letters)
 		}
-		if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 900 {
-			return fmt.Errorf("purchased %d", q)
-		}
-		if n := r.pending("allocate") + r.pending("change_batch_quantity"); n != 0 {
-			return fmt.Errorf("%d entries still pending", n)
-		}
-		return nil
 	})
-	letters, _ := r.rc.LRange(context.Background(), r.prefix+"dead_letter", 0, -1).Result()
-	if len(letters) != 1 {
-		t.Fatalf("dead letters %v; want the poison entry", letters)
-	}
 }
 
 // An entry a consumer took and never acknowledged (it died) is taken over by
 // another one after the idle time; one delivered too often is set aside.
 func TestStreamEntriesOfADeadConsumerAreTakenOver(t *testing.T) {
-	t.Parallel()
-	r := newStreamRig(t)
-	ctx := context.Background()
-	if err := r.rc.XGroupCreateMkStream(ctx, r.prefix+"allocate", "allocation", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	r.append(t, "allocate", `{"orderid": "orphan", "sku": "LAMP", "qty": 1}`)
-	tooOften := r.append(t, "allocate", `{"orderid": "cursed", "sku": "LAMP", "qty": 1}`)
-	// "ghost" reads both and dies; "cursed" was already delivered many times.
-	if err := r.rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "allocation", Consumer: "ghost", Streams: []string{r.prefix + "allocate", ">"}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		r.rc.XClaim(ctx, &goredis.XClaimArgs{Stream: r.prefix + "allocate", Group: "allocation", Consumer: "ghost", Messages: []string{tooOften}})
-	}
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := newStreamRig(t, connect)
+		ctx := context.Background()
+		if err := r.rc.XGroupCreateMkStream(ctx, r.prefix+"allocate", "allocation", "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		r.append(t, "allocate", `{"orderid": "orphan", "sku": "LAMP", "qty": 1}`)
+		tooOften := r.append(t, "allocate", `{"orderid": "cursed", "sku": "LAMP", "qty": 1}`)
+		// "ghost" reads both and dies; "cursed" was already delivered many times.
+		if err := r.rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "allocation", Consumer: "ghost", Streams: []string{r.prefix + "allocate", ">"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			r.rc.XClaim(ctx, &goredis.XClaimArgs{Stream: r.prefix + "allocate", Group: "allocation", Consumer: "ghost", Messages: []string{tooOften}})
+		}
 
-	r.run(t, "heir", 50*time.Millisecond)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if !r.allocated("orphan") {
-			return fmt.Errorf("orphan not taken over")
+		r.run(t, "heir", 50*time.Millisecond)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if !r.allocated("orphan") {
+				return fmt.Errorf("orphan not taken over")
+			}
+			if n := r.pending("allocate"); n != 0 {
+				return fmt.Errorf("%d entries still pending", n)
+			}
+			return nil
+		})
+		if r.allocated("cursed") {
+			t.Fatal("an entry delivered too often was applied instead of set aside")
 		}
-		if n := r.pending("allocate"); n != 0 {
-			return fmt.Errorf("%d entries still pending", n)
+		letters, _ := r.rc.LRange(ctx, r.prefix+"dead_letter", 0, -1).Result()
+		if len(letters) != 1 {
+			t.Fatalf("dead letters %v; want cursed", letters)
 		}
-		return nil
 	})
-	if r.allocated("cursed") {
-		t.Fatal("an entry delivered too often was applied instead of set aside")
-	}
-	letters, _ := r.rc.LRange(ctx, r.prefix+"dead_letter", 0, -1).Result()
-	if len(letters) != 1 {
-		t.Fatalf("dead letters %v; want cursed", letters)
-	}
 }
 
 // An entry applied but not acknowledged (the consumer died in between) comes
 // back to another consumer; the inbox knows it by its stream id.
 func TestARedeliveredStreamEntryIsAppliedOnce(t *testing.T) {
-	t.Parallel()
-	r := newStreamRig(t)
-	id := r.append(t, "change_batch_quantity", `{"batchref": "b1", "qty": 7}`)
-	ctx := servicelayer.WithMessageID(context.Background(), "stream:change_batch_quantity:"+id)
-	if _, err := r.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 7}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.bus.Handle(context.Background(), domain.ChangeBatchQuantity{Ref: "b1", Qty: 9}); err != nil {
-		t.Fatal(err)
-	}
-	r.run(t, "c1", time.Minute)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := r.pending("change_batch_quantity"); n != 0 {
-			return fmt.Errorf("%d pending", n)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := newStreamRig(t, connect)
+		id := r.append(t, "change_batch_quantity", `{"batchref": "b1", "qty": 7}`)
+		ctx := servicelayer.WithMessageID(context.Background(), "stream:change_batch_quantity:"+id)
+		if _, err := r.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 7}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		if _, err := r.bus.Handle(context.Background(), domain.ChangeBatchQuantity{Ref: "b1", Qty: 9}); err != nil {
+			t.Fatal(err)
+		}
+		r.run(t, "c1", time.Minute)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if n := r.pending("change_batch_quantity"); n != 0 {
+				return fmt.Errorf("%d pending", n)
+			}
+			return nil
+		})
+		if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 9 {
+			t.Fatalf("purchased %d; the redelivered entry was applied again over the newer 9", q)
+		}
 	})
-	if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 9 {
-		t.Fatalf("purchased %d; the redelivered entry was applied again over the newer 9", q)
-	}
 }

@@ -40,55 +40,57 @@ func awaitDelivery(t *testing.T, ch <-chan delivery) delivery {
 }
 
 func TestRedisSubscriberHandsOverMessagesInOrderWithUnprefixedChannels(t *testing.T) {
-	t.Parallel()
-	rc := testenv.Redis(t)
-	prefix, other := testenv.Prefix(), testenv.Prefix()
-	log, _ := testLogger(t)
-	handle, got := collect()
-	startSubscriber(t, redis.NewSubscriber(rc, prefix, log), []string{"alpha", "beta"}, handle)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc := connect(t)
+		prefix, other := testenv.Prefix(), testenv.Prefix()
+		log, _ := testLogger(t)
+		handle, got := collect()
+		startSubscriber(t, redis.NewSubscriber(rc, prefix, log), []string{"alpha", "beta"}, handle)
 
-	var want []delivery
-	for i := range 50 {
-		channel := []string{"alpha", "beta"}[i%2]
-		want = append(want, delivery{channel, strconv.Itoa(i)})
-		publish(t, rc, prefix+channel, strconv.Itoa(i))
-		if i == 25 {
-			// Same channel names under another prefix: another deployment.
-			publish(t, rc, other+"alpha", "not ours")
-			publish(t, rc, "alpha", "not ours either")
+		var want []delivery
+		for i := range 50 {
+			channel := []string{"alpha", "beta"}[i%2]
+			want = append(want, delivery{channel, strconv.Itoa(i)})
+			publish(t, rc, prefix+channel, strconv.Itoa(i))
+			if i == 25 {
+				// Same channel names under another prefix: another deployment.
+				publish(t, rc, other+"alpha", "not ours")
+				publish(t, rc, "alpha", "not ours either")
+			}
 		}
-	}
-	// One at a time, in order: had a foreign message got through, it would
-	// show up among these.
-	for i, w := range want {
-		if d := awaitDelivery(t, got); d != w {
-			t.Fatalf("message %d = %+v, want %+v", i, d, w)
+		// One at a time, in order: had a foreign message got through, it would
+		// show up among these.
+		for i, w := range want {
+			if d := awaitDelivery(t, got); d != w {
+				t.Fatalf("message %d = %+v, want %+v", i, d, w)
+			}
 		}
-	}
+	})
 }
 
 func TestRedisSubscriberReturnsNilWhenItsContextEnds(t *testing.T) {
-	t.Parallel()
-	rc := testenv.Redis(t)
-	log, _ := testLogger(t)
-	sub := redis.NewSubscriber(rc, testenv.Prefix(), log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx, []string{"alpha"}, func(context.Context, string, []byte) {}) }()
-	select {
-	case <-sub.Ready():
-	case <-time.After(waitTimeout):
-		t.Fatal("subscription not active")
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc := connect(t)
+		log, _ := testLogger(t)
+		sub := redis.NewSubscriber(rc, testenv.Prefix(), log)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- sub.Run(ctx, []string{"alpha"}, func(context.Context, string, []byte) {}) }()
+		select {
+		case <-sub.Ready():
+		case <-time.After(waitTimeout):
+			t.Fatal("subscription not active")
 		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Run still running after its context ended")
-	}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("Run still running after its context ended")
+		}
+	})
 }
 
 // pubsubClientIDs lists the ids of the connections named name.
@@ -206,73 +208,75 @@ func TestRedisSubscriberKeepsRetryingWhileRedisIsUnreachable(t *testing.T) {
 }
 
 func TestRedisDeadLettersKeepChannelPayloadAndReason(t *testing.T) {
-	t.Parallel()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix()
-	t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
-	log, _ := testLogger(t)
-	sub := redis.NewSubscriber(rc, prefix, log)
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc := connect(t)
+		prefix := testenv.Prefix()
+		t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
+		log, _ := testLogger(t)
+		sub := redis.NewSubscriber(rc, prefix, log)
 
-	before := time.Now().UTC().Add(-time.Second)
-	payload := `{"batchref": "b1", "qty": "five"}`
-	if err := sub.DeadLetter(context.Background(), "change_batch_quantity", []byte(payload), "qty must be an integer"); err != nil {
-		t.Fatalf("DeadLetter: %v", err)
-	}
+		before := time.Now().UTC().Add(-time.Second)
+		payload := `{"batchref": "b1", "qty": "five"}`
+		if err := sub.DeadLetter(context.Background(), "change_batch_quantity", []byte(payload), "qty must be an integer"); err != nil {
+			t.Fatalf("DeadLetter: %v", err)
+		}
 
-	raw, err := rc.LRange(context.Background(), prefix+"dead_letter", 0, -1).Result()
-	if err != nil {
-		t.Fatalf("LRANGE: %v", err)
-	}
-	if len(raw) != 1 {
-		t.Fatalf("dead letters = %q, want one", raw)
-	}
-	var got map[string]string
-	if err := json.Unmarshal([]byte(raw[0]), &got); err != nil {
-		t.Fatalf("dead letter %s: %v", raw[0], err)
-	}
-	at, err := time.Parse(time.RFC3339, got["at"])
-	if err != nil || at.Before(before) || at.After(time.Now().Add(time.Second)) {
-		t.Errorf("at = %q (%v), want the current time in RFC 3339", got["at"], err)
-	}
-	delete(got, "at")
-	want := map[string]string{"channel": "change_batch_quantity", "payload": payload, "reason": "qty must be an integer"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("dead letter = %v, want %v", got, want)
-	}
+		raw, err := rc.LRange(context.Background(), prefix+"dead_letter", 0, -1).Result()
+		if err != nil {
+			t.Fatalf("LRANGE: %v", err)
+		}
+		if len(raw) != 1 {
+			t.Fatalf("dead letters = %q, want one", raw)
+		}
+		var got map[string]string
+		if err := json.Unmarshal([]byte(raw[0]), &got); err != nil {
+			t.Fatalf("dead letter %s: %v", raw[0], err)
+		}
+		at, err := time.Parse(time.RFC3339, got["at"])
+		if err != nil || at.Before(before) || at.After(time.Now().Add(time.Second)) {
+			t.Errorf("at = %q (%v), want the current time in RFC 3339", got["at"], err)
+		}
+		delete(got, "at")
+		want := map[string]string{"channel": "change_batch_quantity", "payload": payload, "reason": "qty must be an integer"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("dead letter = %v, want %v", got, want)
+		}
+	})
 }
 
 func TestRedisDeadLetterListKeepsOnlyTheNewestTenThousand(t *testing.T) {
-	t.Parallel()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix()
-	key := prefix + "dead_letter"
-	t.Cleanup(func() { rc.Del(context.Background(), key) })
-	old := make([]any, redis.MaxDeadLetters)
-	for i := range old {
-		old[i] = fmt.Sprintf(`{"old": %d}`, i)
-	}
-	if err := rc.RPush(context.Background(), key, old...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	log, _ := testLogger(t)
-	if err := redis.NewSubscriber(rc, prefix, log).DeadLetter(context.Background(), "allocate", []byte("{"), "newest"); err != nil {
-		t.Fatalf("DeadLetter: %v", err)
-	}
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc := connect(t)
+		prefix := testenv.Prefix()
+		key := prefix + "dead_letter"
+		t.Cleanup(func() { rc.Del(context.Background(), key) })
+		old := make([]any, redis.MaxDeadLetters)
+		for i := range old {
+			old[i] = fmt.Sprintf(`{"old": %d}`, i)
+		}
+		if err := rc.RPush(context.Background(), key, old...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		log, _ := testLogger(t)
+		if err := redis.NewSubscriber(rc, prefix, log).DeadLetter(context.Background(), "allocate", []byte("{"), "newest"); err != nil {
+			t.Fatalf("DeadLetter: %v", err)
+		}
 
-	n, err := rc.LLen(context.Background(), key).Result()
-	if err != nil || n != redis.MaxDeadLetters {
-		t.Fatalf("LLEN = %d, %v; want %d", n, err, redis.MaxDeadLetters)
-	}
-	ends, err := rc.LRange(context.Background(), key, 0, 0).Result()
-	if err != nil || ends[0] != `{"old": 1}` {
-		t.Errorf("oldest kept = %v, %v; want the second oldest", ends, err)
-	}
-	ends, err = rc.LRange(context.Background(), key, -1, -1).Result()
-	var last redis.DeadLetterRecord
-	if err == nil {
-		err = json.Unmarshal([]byte(ends[0]), &last)
-	}
-	if err != nil || last.Reason != "newest" {
-		t.Errorf("newest = %v, %v; want the letter just set aside", ends, err)
-	}
+		n, err := rc.LLen(context.Background(), key).Result()
+		if err != nil || n != redis.MaxDeadLetters {
+			t.Fatalf("LLEN = %d, %v; want %d", n, err, redis.MaxDeadLetters)
+		}
+		ends, err := rc.LRange(context.Background(), key, 0, 0).Result()
+		if err != nil || ends[0] != `{"old": 1}` {
+			t.Errorf("oldest kept = %v, %v; want the second oldest", ends, err)
+		}
+		ends, err = rc.LRange(context.Background(), key, -1, -1).Result()
+		var last redis.DeadLetterRecord
+		if err == nil {
+			err = json.Unmarshal([]byte(ends[0]), &last)
+		}
+		if err != nil || last.Reason != "newest" {
+			t.Errorf("newest = %v, %v; want the letter just set aside", ends, err)
+		}
+	})
 }

@@ -1,0 +1,243 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"allocation/adapters/sqlstore"
+	"allocation/domain"
+	"allocation/servicelayer"
+	"allocation/tests/testenv"
+)
+
+// flakyPublisher fails while down is set, and counts what it published.
+type flakyPublisher struct {
+	down      atomic.Bool
+	mu        sync.Mutex
+	published map[string]int // message id -> times
+	order     []string       // order ids, in publishing order
+}
+
+func (p *flakyPublisher) Publish(_ context.Context, env servicelayer.Envelope) error {
+	if p.down.Load() {
+		return errors.New("redis is down")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.published == nil {
+		p.published = map[string]int{}
+	}
+	p.published[env.MessageID]++
+	p.order = append(p.order, env.Event.(domain.Allocated).OrderID)
+	return nil
+}
+
+func (p *flakyPublisher) count() (distinct, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range p.published {
+		distinct++
+		total += n
+	}
+	return distinct, total
+}
+
+type outboxFixture struct {
+	db        testDB
+	uow       *sqlstore.Store // the unit of work
+	events    *sqlstore.Store // the event log, the same store
+	bus       *servicelayer.Bus
+	publisher *flakyPublisher
+}
+
+func newOutbox(t *testing.T, open opener) outboxFixture {
+	t.Helper()
+	db := open(t)
+	f := outboxFixture{db: db, uow: db.store, events: db.store, publisher: &flakyPublisher{}}
+	f.uow.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond})
+	f.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: f.uow, Publisher: f.publisher, Notifier: nopNotifier{}})
+	return f
+}
+
+// runDispatcher runs a dispatcher until the test ends.
+func (f outboxFixture) runDispatcher(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = servicelayer.NewDispatcher(f.bus, f.events, slog.Default()).Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func (f outboxFixture) count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := f.db.Get(&n, query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestEventsAreLoggedInTheSameTransactionAsTheChange(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "LOGGED", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "LOGGED", Qty: 1})
+		if n := f.count(t, `SELECT count(*) FROM event_log WHERE name = 'allocated' AND payload->>'orderid' = 'o1'`); n != 1 {
+			t.Fatalf("%d allocated events logged, want 1", n)
+		}
+		// A rolled back change leaves no event behind.
+		_, err := f.uow.Do(context.Background(), func(tx servicelayer.Tx) error {
+			p, _ := tx.Products().Get(context.Background(), "LOGGED")
+			_, _ = p.Allocate(domain.OrderLine{OrderID: "o2", SKU: "LOGGED", Qty: 1})
+			return errors.New("changed my mind")
+		})
+		if err == nil || f.count(t, `SELECT count(*) FROM event_log WHERE payload->>'orderid' = 'o2'`) != 0 {
+			t.Fatalf("the event of a rolled back change was logged (err %v)", err)
+		}
+		// A publication is marked done a moment after it went out.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if n := f.count(t, `SELECT count(*) FROM event_deliveries WHERE status = 'done'`); n != 1 {
+				return fmt.Errorf("%d deliveries done, want the one publish", n)
+			}
+			return nil
+		})
+	})
+}
+
+// A crash between commit and delivery: the events are in the log, nobody
+// delivered them. A dispatcher started afterwards delivers every one, once.
+func TestDispatcherDeliversWhatACrashLeftBehind(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		handleAll(t, f.bus,
+			domain.CreateBatch{Ref: "early", SKU: "CRASH", Qty: 40},
+			domain.CreateBatch{Ref: "late", SKU: "CRASH", Qty: 100, ETA: today()})
+		for i := range 20 {
+			handleAll(t, f.bus, domain.Allocate{OrderID: fmt.Sprintf("o%02d", i), SKU: "CRASH", Qty: 2})
+		}
+		// The change commits; the process "dies" before handling its events.
+		_, err := f.uow.Do(context.Background(), func(tx servicelayer.Tx) error {
+			p, err := tx.Products().GetByBatchRef(context.Background(), "early")
+			if err != nil {
+				return err
+			}
+			return p.ChangeBatchQuantity("early", 10)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.runDispatcher(t)
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if n := f.count(t, `SELECT count(*) FROM event_deliveries WHERE status <> 'done'`); n != 0 {
+				return fmt.Errorf("%d deliveries not done", n)
+			}
+			return nil
+		})
+		lines := f.count(t, `SELECT count(*) FROM allocations`)
+		viewOnLate := f.count(t, `SELECT count(*) FROM allocations_view WHERE batchref = 'late'`)
+		distinct, total := f.publisher.count()
+		if lines != 20 || viewOnLate != 15 || distinct != 35 || total != 35 {
+			t.Fatalf("lines %d, view rows on late %d, published %d distinct / %d total; want 20, 15, 35 (20 allocations + 15 moves), 35", lines, viewOnLate, distinct, total)
+		}
+	})
+}
+
+func TestAFailedDeliveryIsRetriedAndThenParkedAsDeadAndCanBeReplayed(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		f.runDispatcher(t)
+		f.publisher.down.Store(true)
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "PARKED", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "PARKED", Qty: 1})
+
+		var dead []sqlstore.DeadDelivery
+		testenv.Eventually(t, 20*time.Second, func() error {
+			var err error
+			if dead, err = f.events.Dead(context.Background()); err != nil || len(dead) != 1 {
+				return fmt.Errorf("dead deliveries %v (%v)", dead, err)
+			}
+			return nil
+		})
+		if dead[0].Attempts != 4 || dead[0].LastError != "redis is down" || dead[0].Handler != "publish_line_allocated" {
+			t.Fatalf("dead delivery %+v", dead[0])
+		}
+		f.publisher.down.Store(false)
+		if n, err := f.events.Replay(context.Background(), dead[0].LogID); err != nil || n != 1 {
+			t.Fatalf("replay: %d, %v", n, err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if d, _ := f.publisher.count(); d != 1 {
+				return fmt.Errorf("published %d after replay", d)
+			}
+			return nil
+		})
+	})
+}
+
+// Many dispatchers on one database deliver each event once.
+func TestConcurrentDispatchersDeliverEachEventOnce(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		f.publisher.down.Store(true) // the request path fails: everything is left to the dispatchers
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "SHARED", Qty: 1000})
+		for i := range 30 {
+			handleAll(t, f.bus, domain.Allocate{OrderID: fmt.Sprintf("o%02d", i), SKU: "SHARED", Qty: 1})
+		}
+		f.publisher.down.Store(false)
+		for range 3 {
+			f.runDispatcher(t)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if d, _ := f.publisher.count(); d != 30 {
+				return fmt.Errorf("published %d of 30", d)
+			}
+			return nil
+		})
+		distinct, total := f.publisher.count()
+		f.publisher.mu.Lock()
+		defer f.publisher.mu.Unlock()
+		for i, id := range f.publisher.order {
+			if id != fmt.Sprintf("o%02d", i) {
+				t.Fatalf("published out of order: %v", f.publisher.order)
+			}
+		}
+		if distinct != 30 || total != 30 {
+			t.Fatalf("published %d distinct, %d total; want each of 30 once", distinct, total)
+		}
+	})
+}
+
+func TestInboxProcessesAMessageIDOnce(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "INBOX", Qty: 10})
+		ctx := servicelayer.WithMessageID(context.Background(), "msg-1")
+		if _, err := f.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
+			t.Fatal(err)
+		}
+		handleAll(t, f.bus, domain.ChangeBatchQuantity{Ref: "b1", Qty: 8})
+		// Redelivered, concurrently with itself.
+		errs := make(chan error, 3)
+		for range 3 {
+			go func() {
+				_, err := f.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
+				errs <- err
+			}()
+		}
+		for range 3 {
+			if err := <-errs; !errors.Is(err, servicelayer.ErrDuplicateMessage) {
+				t.Fatalf("got %v, want ErrDuplicateMessage", err)
+			}
+		}
+		if n := f.count(t, `SELECT purchased_quantity FROM batches WHERE reference = 'b1'`); n != 8 {
+			t.Fatalf("purchased %d, want the newer 8", n)
+		}
+	})
+}

@@ -1,0 +1,97 @@
+package unit_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"allocation/bootstrap"
+)
+
+// env is a getenv over a map.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// attrs turns StartupAttrs into a map.
+func attrs(cfg bootstrap.Config) map[string]string {
+	a := cfg.StartupAttrs()
+	out := map[string]string{}
+	for i := 0; i+1 < len(a); i += 2 {
+		out[a[i].(string)] = fmt.Sprint(a[i+1])
+	}
+	return out
+}
+
+func TestConfigWithNothingSetRunsOnAnSQLiteFileAndAnEmbeddedRedis(t *testing.T) {
+	t.Parallel()
+	cfg, err := bootstrap.FromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.EmbeddedDatabase() || !cfg.EmbeddedRedis() || cfg.Mode() != "embedded" {
+		t.Fatalf("mode %s (database embedded %v, redis embedded %v), want embedded", cfg.Mode(), cfg.EmbeddedDatabase(), cfg.EmbeddedRedis())
+	}
+	if cfg.SQLitePath() != filepath.Join("data", "allocation.db") || cfg.EmbeddedRedisAddr != "127.0.0.1:6380" {
+		t.Fatalf("file %s, redis %s; want data/allocation.db and 127.0.0.1:6380", cfg.SQLitePath(), cfg.EmbeddedRedisAddr)
+	}
+	a := attrs(cfg)
+	wantFile, _ := filepath.Abs(filepath.Join("data", "allocation.db"))
+	if a["mode"] != "embedded" || a["data_file"] != wantFile || a["redis_addr"] != "127.0.0.1:6380" {
+		t.Fatalf("start-up line %v; want the mode, the absolute data file %s and the redis address", a, wantFile)
+	}
+}
+
+func TestConfigEachURLSwitchesItsOwnPart(t *testing.T) {
+	t.Parallel()
+	const pg, rd = "postgres://u:secret@db:5432/allocation?sslmode=disable", "redis://cache:6379/0"
+	cases := []struct {
+		vars map[string]string
+		mode string
+	}{
+		{map[string]string{"DATABASE_URL": pg}, "postgres+embedded-redis"},
+		{map[string]string{"REDIS_URL": rd}, "sqlite+redis"},
+		{map[string]string{"DATABASE_URL": pg, "REDIS_URL": rd}, "postgres+redis"},
+		{map[string]string{"DATA_DIR": "/var/lib/allocation", "EMBEDDED_REDIS_ADDR": "0.0.0.0:7000"}, "embedded"},
+	}
+	for _, c := range cases {
+		cfg, err := bootstrap.FromEnv(env(c.vars))
+		if err != nil {
+			t.Fatalf("%v: %v", c.vars, err)
+		}
+		if cfg.Mode() != c.mode {
+			t.Errorf("%v: mode %s, want %s", c.vars, cfg.Mode(), c.mode)
+		}
+		line := fmt.Sprint(cfg.StartupAttrs())
+		if strings.Contains(line, "secret") {
+			t.Errorf("the start-up line shows the password: %s", line)
+		}
+	}
+	cfg, _ := bootstrap.FromEnv(env(cases[3].vars))
+	if cfg.SQLitePath() != "/var/lib/allocation/allocation.db" || cfg.EmbeddedRedisAddr != "0.0.0.0:7000" {
+		t.Errorf("file %s, redis %s", cfg.SQLitePath(), cfg.EmbeddedRedisAddr)
+	}
+}
+
+func TestConfigRefusesSettingsThatCannotWork(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		vars map[string]string
+		want string // the error names the setting
+	}{
+		{map[string]string{"DATABASE_URL": "mysql://u@db/allocation"}, "DATABASE_URL"},
+		{map[string]string{"REDIS_URL": "http://cache:6379"}, "REDIS_URL"},
+		{map[string]string{"EMBEDDED_REDIS_ADDR": "6380"}, "EMBEDDED_REDIS_ADDR"},
+		{map[string]string{"DATA_DIR": "data?mode=memory"}, "DATA_DIR"},
+	}
+	for _, c := range cases {
+		if _, err := bootstrap.FromEnv(env(c.vars)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error naming %s", c.vars, err, c.want)
+		}
+	}
+	// A setting of the part that is not embedded does not matter.
+	if _, err := bootstrap.FromEnv(env(map[string]string{"REDIS_URL": "redis://cache:6379/0", "EMBEDDED_REDIS_ADDR": "6380"})); err != nil {
+		t.Errorf("EMBEDDED_REDIS_ADDR refused while REDIS_URL is set: %v", err)
+	}
+}
