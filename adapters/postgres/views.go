@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jmoiron/sqlx"
 
@@ -35,9 +38,66 @@ func (m *readModel) Remove(ctx context.Context, line domain.OrderLine) error {
 }
 
 // Views answers queries from the read model, outside any unit of work.
-type Views struct{ db *sqlx.DB }
+type Views struct {
+	db     *sqlx.DB
+	owners ownerCache
+}
 
-func NewViews(db *sqlx.DB) *Views { return &Views{db: db} }
+func NewViews(db *sqlx.DB) *Views {
+	return &Views{db: db, owners: ownerCache{skus: map[string]string{}}}
+}
+
+// MaxCachedOwners bounds the batch -> product mappings ProductOfBatch keeps
+// (a few hundred bytes each at most).
+const MaxCachedOwners = 10_000
+
+// ownerCache remembers which product a batch belongs to. A batch never
+// changes product, so a mapping never goes stale; "not found" is not kept,
+// since the batch may be created any moment.
+type ownerCache struct {
+	mu   sync.Mutex
+	skus map[string]string // batch reference -> SKU
+}
+
+func (c *ownerCache) get(ref string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sku, ok := c.skus[ref]
+	return sku, ok
+}
+
+func (c *ownerCache) put(ref, sku string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.skus[ref]; !ok && len(c.skus) >= MaxCachedOwners {
+		// Full: forget one mapping. Map iteration starts anywhere, so this
+		// is random eviction, which costs nothing to keep track of; a
+		// forgotten mapping is one query away.
+		for old := range c.skus {
+			delete(c.skus, old)
+			break
+		}
+	}
+	c.skus[ref] = sku
+}
+
+// ProductOfBatch says which product batch ref belongs to; found is false for
+// an unknown batch. The consumer asks for every change_batch_quantity, so
+// known answers come from memory.
+func (v *Views) ProductOfBatch(ctx context.Context, ref string) (sku string, found bool, err error) {
+	if sku, ok := v.owners.get(ref); ok {
+		return sku, true, nil
+	}
+	err = v.db.GetContext(ctx, &sku, `SELECT sku FROM batches WHERE reference = $1`, ref)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, unavailable(fmt.Errorf("find the product of batch %s: %w", ref, err))
+	}
+	v.owners.put(ref, sku)
+	return sku, true, nil
+}
 
 // Allocations lists where each line of an order went, in allocation order.
 func (v *Views) Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error) {
