@@ -86,9 +86,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Log:       log,
 		Observer:  m,
 	})
+	views := postgres.NewViews(db)
 	api := httpapi.New(httpapi.Config{
 		Bus:   bus,
-		Views: postgres.NewViews(db),
+		Views: views,
 		Checks: []httpapi.Check{
 			{Name: "postgres", Ping: db.PingContext},
 			{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }},
@@ -103,8 +104,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ClaimIdle:     cfg.StreamClaimIdle,
 		MaxDeliveries: cfg.StreamMaxDeliveries,
 	}, log)
-	inbound := consumer.New(bus, sub, log)
-	inbound.Observe(m.InboundMessage)
+	inbound, err := consumer.New(consumer.Config{
+		Bus:         bus,
+		Owners:      views,
+		Source:      sub,
+		Log:         log,
+		Concurrency: cfg.ConsumerConcurrency,
+		Observe:     m.InboundMessage,
+	})
+	if err != nil {
+		_ = events.Close()
+		rc.Close()
+		db.Close()
+		return nil, err
+	}
 	return &App{
 		streams:    streams,
 		Bus:        bus,
@@ -138,7 +151,7 @@ type Parts struct {
 
 // Run serves until ctx is cancelled, then shuts down gracefully: the API stops
 // accepting connections and finishes requests in flight; the consumer finishes
-// the message in hand.
+// the messages in hand and acknowledges the settled ones.
 func (a *App) Run(ctx context.Context, parts Parts) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if parts.HTTP {
