@@ -104,13 +104,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ClaimIdle:     cfg.StreamClaimIdle,
 		MaxDeliveries: cfg.StreamMaxDeliveries,
 	}, log)
-	inbound := consumer.New(bus, sub, log)
-	inbound.Observe(m.InboundMessage)
-	return &App{
+	app := &App{
 		streams:    streams,
 		Bus:        bus,
 		Handler:    api,
-		Consumer:   inbound,
 		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
 		Store:      store,
 		cfg:        cfg,
@@ -118,7 +115,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db:         db,
 		redis:      rc,
 		embedded:   embedded,
-	}, nil
+	}
+	app.Consumer, err = consumer.New(consumer.Config{
+		Bus:         bus,
+		Owners:      store,
+		Source:      sub,
+		Log:         log,
+		Concurrency: cfg.ConsumerConcurrency,
+		Observe:     m.InboundMessage,
+	})
+	if err != nil {
+		app.Close()
+		return nil, err
+	}
+	return app, nil
 }
 
 // databaseName names the database in readiness checks and errors.
@@ -180,7 +190,7 @@ type Parts struct {
 
 // Run serves until ctx is cancelled, then shuts down gracefully: the API stops
 // accepting connections and finishes requests in flight; the consumer finishes
-// the message in hand.
+// the messages in hand and acknowledges the settled ones.
 func (a *App) Run(ctx context.Context, parts Parts) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if parts.HTTP {

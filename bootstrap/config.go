@@ -60,7 +60,20 @@ type Config struct {
 	// ConsumerName names this replica in the stream consumer group
 	// (CONSUMER_NAME, default host-pid); it must differ between replicas.
 	ConsumerName string
+	// ConsumerConcurrency is how many inbound messages, each about a
+	// different product, are handled at once (CONSUMER_CONCURRENCY, default
+	// 16, at most MaxConsumerConcurrency). Messages about one product are
+	// handled one after another whatever the setting.
+	ConsumerConcurrency int
 }
+
+// DefaultConsumerConcurrency keeps the PostgreSQL pool (20 connections)
+// busy without leaving the API none.
+const DefaultConsumerConcurrency = 16
+
+// MaxConsumerConcurrency: beyond this, workers would only queue for
+// database connections.
+const MaxConsumerConcurrency = 256
 
 // Defaults: embedded storage and Redis, the API on port 8080.
 const (
@@ -87,6 +100,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
 	cfg.StreamMaxDeliveries = intSetting(getenv, "STREAM_MAX_DELIVERIES", 5, &errs)
+	cfg.ConsumerConcurrency = int(intSetting(getenv, "CONSUMER_CONCURRENCY", DefaultConsumerConcurrency, &errs))
 	cfg.StreamClaimIdle = 30 * time.Second
 	if v := getenv("STREAM_CLAIM_IDLE"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -133,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if c.SMTPAddr != "" && !strings.Contains(c.SMTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))
+	}
+	if c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > MaxConsumerConcurrency {
+		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY %d: want 1 to %d", c.ConsumerConcurrency, MaxConsumerConcurrency))
 	}
 	return errors.Join(errs...)
 }

@@ -127,6 +127,21 @@ func (s *Store) Allocations(_ context.Context, orderID string) ([]servicelayer.A
 	return out, nil
 }
 
+// ProductOfBatch says which committed product batch ref belongs to; found is
+// false for an unknown batch.
+func (s *Store) ProductOfBatch(_ context.Context, ref string) (sku string, found bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sku, rec := range s.products {
+		for _, b := range rec.batches {
+			if b.ref == ref {
+				return sku, true, nil
+			}
+		}
+	}
+	return "", false, nil
+}
+
 // Do implements servicelayer.UnitOfWork.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s.mu.Lock()

@@ -59,18 +59,30 @@ func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *
 }
 
 // Run reads streams until ctx ends, reconnecting with backoff when Redis is
-// away. handle applies one entry (id is its stream id) and says whether it is
-// settled: applied, or set aside as a dead letter. Only settled entries are
-// acknowledged; the others stay pending and come back.
-func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte) (settled bool)) error {
-	return untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"streams", streams}, func(healthy func()) error {
-		return r.read(ctx, streams, handle, healthy)
+// away. It calls handle for one entry at a time, in stream order (id is the
+// entry's stream id); handle may block, and Run then reads no further. handle
+// calls settle once the entry is settled (applied, or set aside as a dead
+// letter: true) or not (false), from any goroutine and in any order. Settled
+// entries are acknowledged in batches, never before they are settled; the
+// others stay pending and come back after ClaimIdle. When ctx ends, Run
+// returns only once every entry it handed over is settled and the settled
+// ones are acknowledged.
+func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte, settle func(settled bool))) error {
+	acks := newAcker(context.WithoutCancel(ctx), r.client, r.opts.Group, r.log)
+	go acks.run()
+	err := untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"streams", streams}, func(healthy func()) error {
+		return r.read(ctx, streams, handle, acks, healthy)
 	})
+	acks.close()
+	return err
 }
 
-type streamHandler = func(ctx context.Context, stream, id string, payload []byte) (settled bool)
+type streamHandler = func(ctx context.Context, stream, id string, payload []byte, settle func(settled bool))
 
-func (r *StreamReader) read(ctx context.Context, streams []string, handle streamHandler, healthy func()) error {
+// readCount is how many entries one XREADGROUP asks for.
+const readCount = 100
+
+func (r *StreamReader) read(ctx context.Context, streams []string, handle streamHandler, acks *acker, healthy func()) error {
 	keys := make([]string, len(streams))
 	for i, s := range streams {
 		keys[i] = r.prefix + s
@@ -89,14 +101,14 @@ func (r *StreamReader) read(ctx context.Context, streams []string, handle stream
 	for ctx.Err() == nil {
 		if time.Now().After(nextClaim) {
 			for _, key := range keys {
-				if err := r.reclaim(ctx, key, handle); err != nil {
+				if err := r.reclaim(ctx, key, handle, acks); err != nil {
 					return err
 				}
 			}
 			nextClaim = time.Now().Add(r.opts.ClaimIdle / 2)
 		}
 		res, err := r.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
-			Group: r.opts.Group, Consumer: r.opts.Consumer, Streams: args, Count: 100, Block: time.Second,
+			Group: r.opts.Group, Consumer: r.opts.Consumer, Streams: args, Count: readCount, Block: time.Second,
 		}).Result()
 		if errors.Is(err, goredis.Nil) {
 			continue
@@ -104,61 +116,72 @@ func (r *StreamReader) read(ctx context.Context, streams []string, handle stream
 		if err != nil {
 			return err
 		}
+		// Every entry read is in hand, even when ctx ends meanwhile: all of
+		// them are handed over, and Run waits for them.
 		for _, stream := range res {
 			for _, m := range stream.Messages {
-				r.settle(ctx, stream.Stream, m, handle)
+				r.deliver(ctx, stream.Stream, m, handle, acks)
 			}
 		}
 	}
 	return nil
 }
 
-// settle hands one entry to handle and acknowledges it once settled. The
-// entry is finished even when ctx ends meanwhile: handle has it already.
-func (r *StreamReader) settle(ctx context.Context, key string, m goredis.XMessage, handle streamHandler) {
+// deliver hands one entry to handle, which settles it later.
+func (r *StreamReader) deliver(ctx context.Context, key string, m goredis.XMessage, handle streamHandler, acks *acker) {
 	stream := strings.TrimPrefix(key, r.prefix)
-	ctx = context.WithoutCancel(ctx)
-	var settled bool
-	if payload, ok := m.Values["data"].(string); ok {
-		settled = handle(ctx, stream, m.ID, []byte(payload))
-	} else {
-		settled = r.deadLetter(ctx, stream, m, `entry has no "data" field holding the JSON body`)
-	}
-	if settled {
-		if err := r.client.XAck(ctx, key, r.opts.Group, m.ID).Err(); err != nil {
-			// Unacknowledged, it comes back; the inbox makes that harmless.
-			r.log.WarnContext(ctx, "could not acknowledge stream entry", "stream", stream, "id", m.ID, "error", err)
+	ctx = context.WithoutCancel(ctx) // handle has it: it must be finished
+	payload, ok := m.Values["data"].(string)
+	if !ok {
+		if r.deadLetter(ctx, stream, m, `entry has no "data" field holding the JSON body`) {
+			acks.done(key, m.ID)
 		}
+		return
 	}
+	acks.hold(key, m.ID)
+	handle(ctx, stream, m.ID, []byte(payload), func(settled bool) { acks.settle(key, m.ID, settled) })
 }
 
 // reclaim takes over entries that stayed pending longer than ClaimIdle with
 // a (presumably dead) consumer, and sets aside those delivered too often.
-func (r *StreamReader) reclaim(ctx context.Context, key string, handle streamHandler) error {
+// Entries this reader holds are left alone: they are being handled, or are
+// settled and about to be acknowledged.
+func (r *StreamReader) reclaim(ctx context.Context, key string, handle streamHandler, acks *acker) error {
 	pending, err := r.client.XPendingExt(ctx, &goredis.XPendingExtArgs{
-		Stream: key, Group: r.opts.Group, Idle: r.opts.ClaimIdle, Start: "-", End: "+", Count: 100,
+		Stream: key, Group: r.opts.Group, Idle: r.opts.ClaimIdle, Start: "-", End: "+", Count: readCount,
 	}).Result()
 	if err != nil {
 		return fmt.Errorf("read pending entries of %s: %w", key, err)
 	}
 	stream := strings.TrimPrefix(key, r.prefix)
+	byID := make(map[string]goredis.XPendingExt, len(pending))
+	ids := make([]string, 0, len(pending))
 	for _, p := range pending {
-		claimed, err := r.client.XClaim(ctx, &goredis.XClaimArgs{
-			Stream: key, Group: r.opts.Group, Consumer: r.opts.Consumer, MinIdle: r.opts.ClaimIdle, Messages: []string{p.ID},
-		}).Result()
-		if err != nil {
-			return fmt.Errorf("claim %s of %s: %w", p.ID, key, err)
+		if !acks.holds(key, p.ID) {
+			byID[p.ID] = p
+			ids = append(ids, p.ID)
 		}
-		for _, m := range claimed {
-			r.log.InfoContext(ctx, "took over a pending stream entry", "stream", stream, "id", m.ID, "from", p.Consumer, "deliveries", p.RetryCount+1)
-			if p.RetryCount >= r.opts.MaxDeliveries {
-				if r.deadLetter(ctx, stream, m, fmt.Sprintf("delivered %d times without being settled", p.RetryCount)) {
-					_ = r.client.XAck(ctx, key, r.opts.Group, m.ID).Err()
-				}
-				continue
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	// MinIdle again: an entry another replica claimed meanwhile stays with it.
+	claimed, err := r.client.XClaim(ctx, &goredis.XClaimArgs{
+		Stream: key, Group: r.opts.Group, Consumer: r.opts.Consumer, MinIdle: r.opts.ClaimIdle, Messages: ids,
+	}).Result()
+	if err != nil {
+		return fmt.Errorf("claim %d pending entries of %s: %w", len(ids), key, err)
+	}
+	for _, m := range claimed {
+		p := byID[m.ID]
+		r.log.InfoContext(ctx, "took over a pending stream entry", "stream", stream, "id", m.ID, "from", p.Consumer, "deliveries", p.RetryCount+1)
+		if p.RetryCount >= r.opts.MaxDeliveries {
+			if r.deadLetter(context.WithoutCancel(ctx), stream, m, fmt.Sprintf("delivered %d times without being settled", p.RetryCount)) {
+				acks.done(key, m.ID)
 			}
-			r.settle(ctx, key, m, handle)
+			continue
 		}
+		r.deliver(ctx, key, m, handle, acks)
 	}
 	return nil
 }

@@ -46,7 +46,10 @@ func NewSubscriber(c *goredis.Client, prefix string, log *slog.Logger) *Subscrib
 func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 
 // Run calls handle for every message on channels, one at a time in arrival
-// order, with the channel name unprefixed. When the connection drops it
+// order, with the channel name unprefixed. handle may hand the message on and
+// return, or block: no further message is read meanwhile (Redis buffers
+// them, within its pub/sub output buffer limit), which is how a busy consumer
+// holds back the flow. When the connection drops it
 // re-subscribes with exponential backoff, for as long as ctx lives; it returns
 // nil once ctx ends. Messages published while it is disconnected are lost:
 // that is pub/sub.

@@ -2,14 +2,12 @@ package sqlstore
 
 import (
 	"slices"
-	"sync"
 	"time"
 
 	"allocation/domain"
 )
 
-// maxCachedProducts bounds the product cache; when it is full an arbitrary
-// entry makes room.
+// maxCachedProducts bounds the product cache.
 const maxCachedProducts = 10_000
 
 // productCache keeps each product as this process last read or wrote it:
@@ -19,8 +17,7 @@ const maxCachedProducts = 10_000
 // fresh read, never a wrong answer. A line that turns out to be allocated
 // already is refused by the allocations key the same way.
 type productCache struct {
-	mu      sync.Mutex
-	entries map[string]cachedProduct
+	entries *bounded[string, cachedProduct]
 }
 
 type cachedProduct struct {
@@ -35,12 +32,9 @@ type cachedBatch struct {
 	eta                  time.Time
 }
 
-func (c *productCache) get(sku string) (cachedProduct, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.entries[sku]
-	return p, ok
-}
+func (c *productCache) get(sku string) (cachedProduct, bool) { return c.entries.get(sku) }
+
+func (c *productCache) forget(sku string) { c.entries.forget(sku) }
 
 // put remembers p, whose stored batches have the ids in snap.
 func (c *productCache) put(p *domain.Product, snap productSnapshot) {
@@ -53,24 +47,7 @@ func (c *productCache) put(p *domain.Product, snap productSnapshot) {
 		}
 		entry.batches = append(entry.batches, cachedBatch{id: old.id, ref: b.Ref(), purchased: b.PurchasedQty(), allocated: b.AllocatedQty(), eta: b.ETA()})
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil {
-		c.entries = map[string]cachedProduct{}
-	}
-	if _, ok := c.entries[p.SKU()]; !ok && len(c.entries) >= maxCachedProducts {
-		for sku := range c.entries {
-			delete(c.entries, sku)
-			break
-		}
-	}
-	c.entries[p.SKU()] = entry
-}
-
-func (c *productCache) forget(sku string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.entries, sku)
+	c.entries.put(p.SKU(), entry)
 }
 
 // restore builds the product and its snapshot from the entry.

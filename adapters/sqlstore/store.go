@@ -79,7 +79,7 @@ type Store struct {
 	// retry bounds how long a conflicting unit of work keeps being retried.
 	retry   func() backoff.BackOff
 	locks   productLocks
-	owners  ownerCache
+	owners  *bounded[string, string] // batch ref -> sku
 	cache   productCache
 	marks   marks
 	writes  *committer
@@ -87,7 +87,7 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
-	stmts   *Statements
+	stmts     *Statements
 }
 
 // New returns a store on db that writes through dialect; log may be nil.
@@ -108,7 +108,8 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 			return bo
 		},
 		locks:   productLocks{locks: map[string]*productLock{}},
-		owners:  ownerCache{skus: map[string]string{}},
+		owners:  newBounded[string, string](MaxCachedOwners),
+		cache:   productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
 		queries: rebindQueries(dialect.BindType()),
 		stmts:   NewStatements(db, dialect.Classify),
 	}

@@ -54,6 +54,8 @@ file and runs a Redis-protocol server of its own (embedded mode).
                          before another takes it over (default 30s)
   STREAM_MAX_DELIVERIES  deliveries of an inbound entry before it is dead-lettered (default 5)
   CONSUMER_NAME  this replica's name in the stream consumer group (default host-pid)
+  CONSUMER_CONCURRENCY   inbound messages handled at once, each about another product;
+                         one product's messages keep their order (default 16, 1 to 256)
 `
 
 func main() {

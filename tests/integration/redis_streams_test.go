@@ -73,7 +73,10 @@ func (r streamRig) append(t *testing.T, stream, data string) string {
 func (r streamRig) run(t *testing.T, name string, claimIdle time.Duration) {
 	t.Helper()
 	reader := redis.NewStreamReader(r.rc, r.prefix, redis.StreamOptions{Consumer: name, ClaimIdle: claimIdle, MaxDeliveries: 3}, slog.Default())
-	c := consumer.New(r.bus, redis.NewSubscriber(r.rc, r.prefix, slog.Default()), slog.Default())
+	c, err := consumer.New(consumer.Config{Bus: r.bus, Owners: r.store, Source: redis.NewSubscriber(r.rc, r.prefix, slog.Default())})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.RunStreams(ctx, reader) }()
