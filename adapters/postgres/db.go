@@ -6,7 +6,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 	_ "github.com/lib/pq" // registers the "postgres" driver
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"allocation/adapters/sqlstore"
 )
 
 // Pool limits: enough connections for two cores' worth of work without
@@ -72,20 +73,9 @@ var migrations embed.FS
 // Migrate brings the schema up to date. An advisory lock makes replicas that
 // start together apply each migration once.
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}
-	provider, err := goose.NewProvider(goose.DialectPostgres, db.DB, dir, goose.WithSessionLocker(locker))
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
-	}
-	return nil
+	return sqlstore.Migrate(ctx, db, goose.DialectPostgres, migrations, goose.WithSessionLocker(locker))
 }

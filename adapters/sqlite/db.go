@@ -8,7 +8,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"allocation/adapters/sqlstore"
 )
 
 // BusyTimeout is how long a statement waits for another process's write
@@ -81,16 +82,5 @@ var migrations embed.FS
 // Migrate brings the schema up to date. There is no lock between
 // processes: one process owns the file.
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	provider, err := goose.NewProvider(goose.DialectSQLite3, db.DB, dir)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
-	}
-	return nil
+	return sqlstore.Migrate(ctx, db, goose.DialectSQLite3, migrations)
 }

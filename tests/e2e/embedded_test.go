@@ -50,20 +50,10 @@ func TestEmbeddedModeRunsTheBooksScenarioAndKeepsTheDataAcrossARestart(t *testin
 	}
 	messages := s.subscribe("line_allocated")
 	s.publish("change_batch_quantity", map[string]any{"batchref": "b-early", "qty": 5})
-	var got lineAllocated
-	testenv.Eventually(t, 10*time.Second, func() error {
-		select {
-		case m := <-messages:
-			if err := json.Unmarshal([]byte(m.Payload), &got); err != nil {
-				return fmt.Errorf("line_allocated body %q: %w", m.Payload, err)
-			}
-		default:
-		}
-		if got.OrderID != "o1" || got.BatchRef != "b-later" || got.Qty != 10 || got.MessageID == "" {
-			return fmt.Errorf("last line_allocated seen: %+v", got)
-		}
-		return nil
-	})
+	got := awaitLineAllocated(t, messages, "o1", "b-later")
+	if got.Qty != 10 || got.MessageID == "" {
+		t.Fatalf("line_allocated fields: %+v", got)
+	}
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if _, rows := s.allocations("o1"); len(rows) != 1 || rows[0].BatchRef != "b-later" {
 			return fmt.Errorf("view after the reallocation: %v, want b-later", rows)

@@ -41,20 +41,7 @@ func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
 	changeID := testenv.RandomName("change-")
 	s.publish("change_batch_quantity", map[string]any{"batchref": earlier, "qty": 5, "message_id": changeID})
 
-	var got lineAllocated
-	testenv.Eventually(t, 10*time.Second, func() error {
-		select {
-		case m := <-messages:
-			if err := json.Unmarshal([]byte(m.Payload), &got); err != nil {
-				return fmt.Errorf("line_allocated body %q: %w", m.Payload, err)
-			}
-		default:
-		}
-		if got.OrderID != orderID || got.BatchRef != later {
-			return fmt.Errorf("last line_allocated seen: %+v", got)
-		}
-		return nil
-	})
+	got := awaitLineAllocated(t, messages, orderID, later)
 	if got.SKU != sku || got.Qty != 10 || got.MessageID == "" {
 		t.Fatalf("line_allocated fields: %+v", got)
 	}
@@ -91,15 +78,7 @@ func TestAllocateChannelAllocatesAndAnnounces(t *testing.T) {
 
 	s.publish("allocate", map[string]any{"orderid": orderID, "sku": sku, "qty": 4, "message_id": "d3b5e4a8-0000-4000-8000-000000000001"})
 
-	select {
-	case m := <-messages:
-		var got lineAllocated
-		if err := json.Unmarshal([]byte(m.Payload), &got); err != nil || got.OrderID != orderID || got.BatchRef != ref {
-			t.Fatalf("line_allocated: %q (%v)", m.Payload, err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no line_allocated within 10s of the allocate message")
-	}
+	awaitLineAllocated(t, messages, orderID, ref)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if status, rows := s.allocations(orderID); status != http.StatusOK || len(rows) != 1 || rows[0].BatchRef != ref {
 			return fmt.Errorf("view: %d %v", status, rows)

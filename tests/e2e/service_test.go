@@ -310,6 +310,27 @@ func (s *service) subscribe(channel string) <-chan *goredis.Message {
 	return ps.Channel(goredis.WithChannelSize(10_000))
 }
 
+// awaitLineAllocated reads line_allocated messages until one announces
+// orderID on batchRef, and returns it; the test fails after 10 s.
+func awaitLineAllocated(t *testing.T, messages <-chan *goredis.Message, orderID, batchRef string) lineAllocated {
+	t.Helper()
+	var got lineAllocated
+	testenv.Eventually(t, 10*time.Second, func() error {
+		select {
+		case m := <-messages:
+			if err := json.Unmarshal([]byte(m.Payload), &got); err != nil {
+				return fmt.Errorf("line_allocated body %q: %w", m.Payload, err)
+			}
+		default:
+		}
+		if got.OrderID != orderID || got.BatchRef != batchRef {
+			return fmt.Errorf("last line_allocated seen: %+v, want %s on %s", got, orderID, batchRef)
+		}
+		return nil
+	})
+	return got
+}
+
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 type syncBuffer struct {

@@ -367,25 +367,7 @@ func TestPubSubConsumerKeepsEachProductsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v after cancel, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			t.Errorf("consumer still running %s after cancel", waitTimeout)
-		}
-	})
-	select {
-	case <-sub.Ready():
-	case <-time.After(waitTimeout):
-		t.Fatalf("not subscribed within %s", waitTimeout)
-	}
+	runSubscribed(t, c, sub)
 
 	const messages = 800
 	sent := map[string][]string{}

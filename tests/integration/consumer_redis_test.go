@@ -64,6 +64,14 @@ func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *cons
 	if err != nil {
 		t.Fatal(err)
 	}
+	runSubscribed(t, c, sub)
+	return &consumerRig{redis: rc, prefix: prefix, store: store, bus: real}
+}
+
+// runSubscribed runs c's pub/sub consumer until the test ends and returns
+// once sub is subscribed.
+func runSubscribed(t *testing.T, c *consumer.Consumer, sub *redis.Subscriber) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -85,7 +93,6 @@ func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *cons
 	case <-time.After(waitTimeout):
 		t.Fatalf("consumer not subscribed within %s", waitTimeout)
 	}
-	return &consumerRig{redis: rc, prefix: prefix, store: store, bus: real}
 }
 
 func (r *consumerRig) handle(t *testing.T, cmd domain.Command) {

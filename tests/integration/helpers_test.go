@@ -32,15 +32,21 @@ func engines() map[string]opener {
 	return map[string]opener{"postgres": freshPG, "sqlite": freshSQLite}
 }
 
-// onEveryEngine runs test once per engine, as parallel subtests named after
-// the engine, in parallel with the other tests.
+// onEveryEngine runs test once per engine.
 func onEveryEngine(t *testing.T, test func(t *testing.T, open opener)) {
 	t.Helper()
+	onEach(t, engines(), test)
+}
+
+// onEach runs test once per implementation, as parallel subtests named
+// after it, in parallel with the other tests.
+func onEach[T any](t *testing.T, impls map[string]T, test func(t *testing.T, impl T)) {
+	t.Helper()
 	t.Parallel()
-	for name, open := range engines() {
+	for name, impl := range impls {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			test(t, open)
+			test(t, impl)
 		})
 	}
 }

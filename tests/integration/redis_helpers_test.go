@@ -143,17 +143,10 @@ func redisServers() map[string]redisConnector {
 	return map[string]redisConnector{"redis": testenv.Redis, "embedded": embeddedRedis}
 }
 
-// onEveryRedis runs test once per server, as parallel subtests named after
-// it, in parallel with the other tests.
+// onEveryRedis runs test once per server.
 func onEveryRedis(t *testing.T, test func(t *testing.T, connect redisConnector)) {
 	t.Helper()
-	t.Parallel()
-	for name, connect := range redisServers() {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, connect)
-		})
-	}
+	onEach(t, redisServers(), test)
 }
 
 // embeddedRedis starts an embedded server of the test's own on a free
