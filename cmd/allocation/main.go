@@ -58,6 +58,31 @@ file and runs a Redis-protocol server of its own (embedded mode).
                          one product's messages keep their order (default 16, 1 to 256)
 `
 
+// subcommandHelp explains the subcommands without flags of their own
+// (`allocation migrate -h`); serve's flags explain themselves.
+var subcommandHelp = map[string]string{
+	"migrate": `Usage: allocation migrate
+
+Applies the database migrations that have not run yet and exits: PostgreSQL
+at DATABASE_URL, or the SQLite file in DATA_DIR when it is unset. Replicas
+that migrate together apply each migration once. ` + "`allocation serve`" + ` migrates
+at start-up too, unless -skip-migrate.
+`,
+	"events": `Usage: allocation events dead
+       allocation events replay ID
+
+dead       lists the event deliveries parked as dead after their last attempt:
+           event id, handler, event, SKU, message id, attempts, when, last error.
+replay ID  puts the dead deliveries of event ID back in line with fresh
+           attempts; a running service's dispatcher delivers them.
+Both read the database the service uses (DATABASE_URL, or the SQLite file).
+`,
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
@@ -67,9 +92,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	// version needs no configuration: it must answer even where none is set.
+	// version and help need no configuration: they must answer even where
+	// none is set.
 	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {
 		printVersion(stdout)
+		return 0
+	}
+	if help, ok := subcommandHelp[args[0]]; ok && len(args) > 1 && isHelp(args[1]) {
+		fmt.Fprint(stdout, help)
 		return 0
 	}
 	cfg, err := bootstrap.FromEnv(getenv)
