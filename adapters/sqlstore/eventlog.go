@@ -120,24 +120,3 @@ func (s *Store) Backlog(ctx context.Context) (pending, dead int, oldest time.Tim
 	}
 	return row.Pending, row.Dead, row.Oldest.Time, nil
 }
-
-// Allocations answers the allocations view for one order, in allocation
-// order, outside any unit of work.
-func (s *Store) Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error) {
-	rows := []struct {
-		SKU      string `db:"sku"`
-		BatchRef string `db:"batchref"`
-	}{}
-	st, err := s.stmts.Get(ctx, s.queries.allocations)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.SelectContext(ctx, &rows, orderID); err != nil {
-		return nil, s.dialect.Classify(fmt.Errorf("query allocations of %s: %w", orderID, err))
-	}
-	out := make([]servicelayer.Allocation, len(rows))
-	for i, r := range rows {
-		out[i] = servicelayer.Allocation{SKU: r.SKU, BatchRef: r.BatchRef}
-	}
-	return out, nil
-}

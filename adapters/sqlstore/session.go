@@ -3,10 +3,8 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"allocation/domain"
 	"allocation/servicelayer"
@@ -208,69 +206,4 @@ func (s *Store) load(ctx context.Context, sku, query string, args []any) (*domai
 		batches = append(batches, domain.RestoreBatchInPart(ref, sku, int(row.Purchased.Int64), int(row.Allocated.Int64), row.ETA.Time, slices.Clone(lines)))
 	}
 	return domain.RestoreProduct(sku, snap.version, batches), snap, nil
-}
-
-// ProductOfBatch says which product batch ref belongs to. A batch never
-// changes product, so what was found once is remembered.
-func (s *Store) ProductOfBatch(ctx context.Context, ref string) (sku string, found bool, err error) {
-	if sku, ok := s.owners.get(ref); ok {
-		return sku, true, nil
-	}
-	st, err := s.stmts.Get(ctx, s.queries.skuOfBatch)
-	if err != nil {
-		return "", false, err
-	}
-	err = st.GetContext(ctx, &sku, ref)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, s.dialect.Classify(fmt.Errorf("find batch %s: %w", ref, err))
-	}
-	s.owners.put(ref, sku)
-	return sku, true, nil
-}
-
-// Timestamp scans a date or time whatever the driver makes of it: a
-// time.Time, or text in one of the layouts SQL databases write. Null or
-// missing is the zero time.
-type Timestamp struct{ time.Time }
-
-var timestampLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02 15:04:05.999999999-07:00",
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999",
-	time.DateOnly,
-}
-
-// Scan implements sql.Scanner.
-func (t *Timestamp) Scan(v any) error {
-	switch v := v.(type) {
-	case nil:
-		t.Time = time.Time{}
-		return nil
-	case time.Time:
-		t.Time = v
-		return nil
-	case []byte:
-		return t.parse(string(v))
-	case string:
-		return t.parse(v)
-	case int64: // Unix milliseconds
-		t.Time = time.UnixMilli(v).UTC()
-		return nil
-	}
-	return fmt.Errorf("cannot read %T as a time", v)
-}
-
-func (t *Timestamp) parse(s string) error {
-	for _, layout := range timestampLayouts {
-		if parsed, err := time.Parse(layout, s); err == nil {
-			t.Time = parsed
-			return nil
-		}
-	}
-	return fmt.Errorf("cannot read %q as a time", s)
 }

@@ -48,7 +48,7 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 			return nil, err
 		}
 	}
-	key := &DeliveryKey{EventID: d.LogID, Handler: d.Handler}
+	key := DeliveryKey{EventID: d.LogID, Handler: d.Handler}
 	queued, err := s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
 		sess := s.begin()
 		defer sess.end()
@@ -61,10 +61,10 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 		}
 		if !c.changesState() {
 			// Nothing stored changed: the mark can come a moment later.
-			s.marks.add(d.Event.ProductSKU(), *key)
+			s.marks.add(d.Event.ProductSKU(), key)
 			return nil, nil
 		}
-		c.Done = []DeliveryKey{*key}
+		c.Done = []DeliveryKey{key}
 		return s.apply(ctx, sess, c)
 	})
 	var failed *handlerError
