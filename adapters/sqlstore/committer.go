@@ -70,7 +70,7 @@ func (c *committer) write(ctx context.Context, ch *Changes) ([]Queued, error) {
 	select {
 	case c.queue <- req:
 	case <-ctx.Done():
-		return nil, servicelayer.ErrUnavailable
+		return nil, errors.Join(servicelayer.ErrUnavailable, ctx.Err())
 	case <-c.stop:
 		return nil, errClosed
 	}

@@ -47,14 +47,8 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 		}
 	}
 	for _, p := range c.Unchanged {
-		var version int
-		if w.err == nil {
-			if err := tx.GetContext(ctx, &version, sqlx.Rebind(bind, `SELECT version_number FROM products WHERE sku = ?`), p.SKU); err != nil {
-				return nil, false, fmt.Errorf("check version of %s: %w", p.SKU, err)
-			}
-			if version != p.Version {
-				return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.Version, p.SKU, ErrConflict)
-			}
+		if !w.exists(`SELECT 1 FROM products WHERE sku = ? AND version_number = ?`, p.SKU, p.Version) && w.err == nil {
+			return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.Version, p.SKU, ErrConflict)
 		}
 	}
 	for _, l := range c.Unseen {

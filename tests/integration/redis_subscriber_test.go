@@ -81,15 +81,7 @@ func TestRedisSubscriberReturnsNilWhenItsContextEnds(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatal("subscription not active")
 		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			t.Fatal("Run still running after its context ended")
-		}
+		stopRun(t, cancel, done)
 	})
 }
 
@@ -196,15 +188,7 @@ func TestRedisSubscriberKeepsRetryingWhileRedisIsUnreachable(t *testing.T) {
 		t.Fatalf("Run gave up on its own: %v", err)
 	default:
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("Run still running after its context ended")
-	}
+	stopRun(t, cancel, done)
 }
 
 func TestRedisDeadLettersKeepChannelPayloadAndReason(t *testing.T) {
@@ -279,4 +263,19 @@ func TestRedisDeadLetterListKeepsOnlyTheNewestTenThousand(t *testing.T) {
 			t.Errorf("newest = %v, %v; want the letter just set aside", ends, err)
 		}
 	})
+}
+
+// stopRun ends a Run through its context and checks that it returns nil in
+// time.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run still running after its context ended")
+	}
 }
