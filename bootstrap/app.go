@@ -70,8 +70,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New()
 	m.WatchDB(db.DB)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
-		pending, dead, oldest, err := store.Backlog(ctx)
-		return metrics.BacklogStats{Pending: pending, Dead: dead, OldestPending: oldest}, err
+		b, err := store.Backlog(ctx)
+		return metrics.BacklogStats{Pending: b.Pending, Dead: b.Dead, Blocked: b.Blocked, OldestPending: b.Oldest}, err
 	})
 
 	var notifier servicelayer.Notifier = notifications.NewLog(log)
@@ -233,6 +233,10 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 	if parts.Dispatcher {
 		a.log.Info("event dispatcher starting")
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
+		g.Go(func() error {
+			redis.Watch(ctx, a.redis, a.log, a.Dispatcher.Resume)
+			return nil
+		})
 	}
 	return g.Wait()
 }

@@ -99,6 +99,9 @@ func (m *Metrics) WatchDB(db *sql.DB) {
 // BacklogStats is what the event log says about deliveries left to do.
 type BacklogStats struct {
 	Pending, Dead int
+	// Blocked are pending deliveries waiting behind a dead one of their
+	// product and handler, for an operator to replay or skip it.
+	Blocked int
 	// OldestPending is when the oldest pending event occurred; zero if none.
 	OldestPending time.Time
 }
@@ -111,6 +114,7 @@ func (m *Metrics) WatchEventLog(stats func(ctx context.Context) (BacklogStats, e
 var (
 	pendingDesc = prometheus.NewDesc("allocation_event_deliveries_pending", "Event deliveries not done yet.", nil, nil)
 	deadDesc    = prometheus.NewDesc("allocation_event_deliveries_dead", "Event deliveries parked as dead.", nil, nil)
+	blockedDesc = prometheus.NewDesc("allocation_event_deliveries_blocked", "Pending event deliveries waiting behind one parked as dead (allocation events replay|skip).", nil, nil)
 	oldestDesc  = prometheus.NewDesc("allocation_event_oldest_pending_age_seconds", "Age of the oldest event with a delivery not done.", nil, nil)
 )
 
@@ -121,6 +125,7 @@ type backlogCollector struct {
 func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pendingDesc
 	ch <- deadDesc
+	ch <- blockedDesc
 	ch <- oldestDesc
 }
 
@@ -138,5 +143,6 @@ func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(s.Dead))
+	ch <- prometheus.MustNewConstMetric(blockedDesc, prometheus.GaugeValue, float64(s.Blocked))
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
 }

@@ -58,6 +58,10 @@ type Dialect interface {
 	// made again and its receivers drop the repeat), so it need not wait for
 	// the disk.
 	MarkDone(ctx context.Context, done []DeliveryKey, now time.Time) error
+	// HeadsQuery is a query of the first delivery not done of every
+	// product and handler (columns aggregate, handler, event_id), served by
+	// the index on open deliveries (aggregate, handler, event_id).
+	HeadsQuery() string
 	// Notify wakes the dispatchers of every process on the database.
 	Notify(ctx context.Context) error
 	// Wake delivers the wake-ups, possibly sent by another process.
@@ -110,7 +114,7 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 		locks:   productLocks{locks: map[string]*productLock{}},
 		owners:  newBounded[string, string](MaxCachedOwners),
 		cache:   productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
-		queries: rebindQueries(dialect.BindType()),
+		queries: rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
 		stmts:   NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s

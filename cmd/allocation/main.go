@@ -33,6 +33,8 @@ Usage:
   allocation events dead     list the event deliveries parked as dead, with their last error
   allocation events replay ID
                              put the dead deliveries of event ID back in line
+  allocation events skip ID  give up the dead deliveries of event ID, so that
+                             the ones of its product waiting behind go on
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
 
@@ -70,12 +72,22 @@ at start-up too, unless -skip-migrate.
 `,
 	"events": `Usage: allocation events dead
        allocation events replay ID
+       allocation events skip ID
+
+A delivery is parked as dead only when its handler refuses it every time
+(an event that cannot be encoded, say), never because Redis or the mail
+server is unreachable: those are retried for as long as it takes. The later
+deliveries of the same product and handler wait behind a dead one, so that
+their order is never broken, until an operator decides:
 
 dead       lists the event deliveries parked as dead after their last attempt:
            event id, handler, event, SKU, message id, attempts, when, last error.
 replay ID  puts the dead deliveries of event ID back in line with fresh
-           attempts; a running service's dispatcher delivers them.
-Both read the database the service uses (DATABASE_URL, or the SQLite file).
+           attempts; a running service's dispatcher delivers them, then the
+           ones that waited behind them, in order.
+skip ID    marks the dead deliveries of event ID done without making them;
+           the ones that waited behind them go on.
+All read the database the service uses (DATABASE_URL, or the SQLite file).
 `,
 }
 
@@ -199,7 +211,7 @@ func notificationsMode(cfg bootstrap.Config) string {
 // events inspects and repairs the event log.
 func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("events: want `dead` or `replay ID`")
+		return errors.New("events: want `dead`, `replay ID` or `skip ID`")
 	}
 	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -234,6 +246,20 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 		}
 		fmt.Fprintf(stdout, "event %d: %d deliveries back in line\n", id, n)
 		return nil
+	case args[0] == "skip" && len(args) == 2:
+		id, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("events skip: %q is not an event id", args[1])
+		}
+		n, err := eventLog.Skip(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("event %d has no dead delivery", id)
+		}
+		fmt.Fprintf(stdout, "event %d: %d deliveries skipped; what waited behind them goes on\n", id, n)
+		return nil
 	}
-	return fmt.Errorf("events: unknown arguments %q: want `dead` or `replay ID`", args)
+	return fmt.Errorf("events: unknown arguments %q: want `dead`, `replay ID` or `skip ID`", args)
 }
