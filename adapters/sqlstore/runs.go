@@ -120,4 +120,3 @@ func (s *Store) Skip(ctx context.Context, eventID int64) (int, error) {
 	}
 	return int(n), s.dialect.Notify(ctx)
 }
-

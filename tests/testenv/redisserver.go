@@ -97,4 +97,3 @@ func (s *RedisServer) Client() *redis.Client {
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
-
