@@ -358,3 +358,61 @@ func TestADeadLetterRefusedAgainOnRetryIsANewDeadLetter(t *testing.T) {
 		t.Fatalf("after the retry: %+v, then %+v; want a new dead letter of the same payload from a new entry", first, second)
 	}
 }
+
+// While the database refuses dead letters, a refused stream entry is not
+// acknowledged: it stays pending, comes back, and is recorded and
+// acknowledged once the database takes it.
+func TestARefusedStreamEntryStaysPendingUntilItsDeadLetterIsCommitted(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		db := open(t)
+		rc, prefix := testenv.Redis(t), testenv.Prefix()
+		t.Cleanup(func() { rc.Del(context.Background(), prefix+redis.DeadLetters, prefix+consumer.Allocate) })
+		log, _ := testLogger(t)
+		bus := servicelayer.NewBus(servicelayer.Dependencies{UoW: db.store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}, Log: log})
+		c, err := consumer.New(consumer.Config{Bus: bus, Owners: db.store, Source: redis.NewSubscriber(rc, prefix, log), DeadLetters: db.store, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The table is away: every write of a dead letter fails.
+		if _, err := db.ExecContext(ctx, `ALTER TABLE dead_letters RENAME TO dead_letters_away`); err != nil {
+			t.Fatal(err)
+		}
+		id, err := rc.XAdd(ctx, &goredis.XAddArgs{Stream: prefix + consumer.Allocate, Values: map[string]any{"data": "not json"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reader := redis.NewStreamReader(rc, prefix, redis.StreamOptions{Consumer: "c1", ClaimIdle: 100 * time.Millisecond, MaxDeliveries: 3, SetAside: c.SetAsideEntry}, log)
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.RunStreams(runCtx, reader) }()
+		t.Cleanup(func() { cancel(); <-done })
+
+		// Delivered again and again, past its delivery limit, and never
+		// acknowledged.
+		testenv.Eventually(t, 20*time.Second, func() error {
+			p, err := rc.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: prefix + consumer.Allocate, Group: "allocation", Start: "-", End: "+", Count: 10}).Result()
+			if err != nil {
+				return err
+			}
+			if len(p) != 1 || p[0].ID != id || p[0].RetryCount < 4 {
+				return fmt.Errorf("pending %+v, want %s delivered past its limit of 3", p, id)
+			}
+			return nil
+		})
+		if _, err := db.ExecContext(ctx, `ALTER TABLE dead_letters_away RENAME TO dead_letters`); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error {
+			p, err := rc.XPending(ctx, prefix+consumer.Allocate, "allocation").Result()
+			if err != nil || p.Count != 0 {
+				return fmt.Errorf("pending %+v (%v), want none", p, err)
+			}
+			return nil
+		})
+		letters, err := db.store.DeadLetters(ctx, 0, 10)
+		if err != nil || len(letters) != 1 || letters[0].StreamID != id || string(letters[0].Payload) != "not json" {
+			t.Fatalf("dead letters %+v (%v), want entry %s once", letters, err, id)
+		}
+	})
+}
