@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"allocation/tests/testenv"
 )
@@ -92,5 +95,40 @@ func TestAnOperatorListsAndRetriesARefusedMessage(t *testing.T) {
 	out, err = s.command("dead-letters", "retry", "x").CombinedOutput()
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `"x" is not a dead letter id`) {
 		t.Fatalf("retry x: %v\n%s\nwant exit code 2 and the usage error", err, out)
+	}
+}
+
+// In the embedded mode the operator's retry reaches the running service's
+// own Redis: a refused stream entry goes back on its stream as a new entry.
+func TestAnOperatorRetriesARefusedStreamEntryInTheEmbeddedMode(t *testing.T) {
+	t.Parallel()
+	s := newEmbeddedService(t, filepath.Join(t.TempDir(), "data"))
+	s.start()
+	sku, order := testenv.RandomName("SKU-"), testenv.RandomName("o-")
+	body := fmt.Sprintf(`{"orderid": %q, "sku": %q, "qty": 1}`, order, sku)
+	entry, err := s.redis.XAdd(context.Background(), &goredis.XAddArgs{Stream: "allocate", Values: map[string]any{"data": body}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var letters []listedDeadLetter
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if letters = s.deadLetters(); len(letters) != 1 || letters[0].StreamID != entry {
+			return fmt.Errorf("dead letters %+v, want entry %s", letters, entry)
+		}
+		return nil
+	})
+	s.addBatch(testenv.RandomName("b-"), sku, 5, nil)
+	out, err := s.command("dead-letters", "retry", strconv.FormatInt(letters[0].ID, 10)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "re-driven on stream allocate") {
+		t.Fatalf("dead-letters retry: %v\n%s", err, out)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if status, rows := s.allocations(order); status != http.StatusOK || len(rows) != 1 {
+			return fmt.Errorf("GET /allocations/%s: %d %v", order, status, rows)
+		}
+		return nil
+	})
+	if n, err := s.redis.XLen(context.Background(), "allocate").Result(); err != nil || n != 2 {
+		t.Fatalf("the allocate stream holds %d entries (%v), want the refused one and its retry", n, err)
 	}
 }
