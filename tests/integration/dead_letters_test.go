@@ -416,3 +416,40 @@ func TestARefusedStreamEntryStaysPendingUntilItsDeadLetterIsCommitted(t *testing
 		}
 	})
 }
+
+// Dead letters recorded at the same time (a flood of refused messages) are
+// written together, and each gets an id of its own.
+func TestDeadLettersRecordedTogetherEachGetTheirOwnRow(t *testing.T) {
+	onEach(t, archives(), func(t *testing.T, open func(t *testing.T) servicelayer.DeadLetterArchive) {
+		ctx := context.Background()
+		a := open(t)
+		const n = 300
+		ids := make([]int64, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id, err := a.RecordDeadLetter(ctx, servicelayer.DeadLetter{Channel: consumer.Allocate, Payload: []byte(strconv.Itoa(i)), Reason: "r"})
+				if err != nil {
+					t.Errorf("record %d: %v", i, err)
+				}
+				ids[i] = id
+			}()
+		}
+		wg.Wait()
+		all, err := a.DeadLetters(ctx, 0, 2*n)
+		if err != nil || len(all) != n {
+			t.Fatalf("%d dead letters (%v), want %d", len(all), err, n)
+		}
+		byID := map[int64]string{}
+		for _, l := range all {
+			byID[l.ID] = string(l.Payload)
+		}
+		for i, id := range ids {
+			if byID[id] != strconv.Itoa(i) {
+				t.Fatalf("record %d got id %d, which holds %q", i, id, byID[id])
+			}
+		}
+	})
+}
