@@ -357,6 +357,11 @@ func (c *Consumer) setAside(ctx context.Context, m *inbound, err error) bool {
 // (it has no body, or was delivered too often) as a dead letter. The entry
 // may be acknowledged once it returns nil; until then it stays pending.
 func (c *Consumer) SetAsideEntry(ctx context.Context, stream, id string, payload []byte, reason string) error {
+	if _, err := decode(stream, payload); err != nil && len(payload) > 0 {
+		// Why it never settled, most likely: its earlier dead letters
+		// could not be recorded.
+		reason += "; " + err.Error()
+	}
 	c.log.WarnContext(ctx, "stream entry set aside", "channel", stream, "stream_id", id, "payload", string(payload), "reason", reason)
 	return c.keep(ctx, servicelayer.DeadLetter{
 		Channel: stream, Payload: payload, Reason: reason,

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -413,6 +414,11 @@ func TestARefusedStreamEntryStaysPendingUntilItsDeadLetterIsCommitted(t *testing
 		letters, err := db.store.DeadLetters(ctx, 0, 10)
 		if err != nil || len(letters) != 1 || letters[0].StreamID != id || string(letters[0].Payload) != "not json" {
 			t.Fatalf("dead letters %+v (%v), want entry %s once", letters, err, id)
+		}
+		// Whether recorded by the consumer or, past its limit, by the
+		// reader, the reason says what is wrong with it.
+		if !strings.Contains(letters[0].Reason, "JSON object") {
+			t.Errorf("reason %q, want it to say the body is not a JSON object", letters[0].Reason)
 		}
 	})
 }
