@@ -99,13 +99,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Metrics: m.Handler(),
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
-	streams := redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
-		Consumer:      cfg.ConsumerName,
-		ClaimIdle:     cfg.StreamClaimIdle,
-		MaxDeliveries: cfg.StreamMaxDeliveries,
-	}, log)
+	sub.OnTrimmed(m.DeadLetterListTrimmed)
 	app := &App{
-		streams:    streams,
 		Bus:        bus,
 		Handler:    api,
 		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
@@ -120,6 +115,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Bus:         bus,
 		Owners:      store,
 		Source:      sub,
+		DeadLetters: countedDeadLetters{DeadLetterRecorder: store, recorded: m.DeadLetterRecorded},
 		Log:         log,
 		Concurrency: cfg.ConsumerConcurrency,
 		Observe:     m.InboundMessage,
@@ -128,7 +124,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		app.Close()
 		return nil, err
 	}
+	app.streams = redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
+		Consumer:      cfg.ConsumerName,
+		ClaimIdle:     cfg.StreamClaimIdle,
+		MaxDeliveries: cfg.StreamMaxDeliveries,
+		// Entries the reader refuses itself are recorded like the others.
+		SetAside: app.Consumer.SetAsideEntry,
+	}, log)
 	return app, nil
+}
+
+// countedDeadLetters counts the dead letters recorded, by channel.
+type countedDeadLetters struct {
+	servicelayer.DeadLetterRecorder
+	recorded func(channel string)
+}
+
+func (c countedDeadLetters) RecordDeadLetter(ctx context.Context, l servicelayer.DeadLetter) (int64, error) {
+	id, err := c.DeadLetterRecorder.RecordDeadLetter(ctx, l)
+	if err == nil {
+		c.recorded(l.Channel)
+	}
+	return id, err
 }
 
 // databaseName names the database in readiness checks and errors.
@@ -290,6 +307,28 @@ func redisCLI(addr string) string {
 		return "redis-cli -p " + port
 	}
 	return "redis-cli -h " + host + " -p " + port
+}
+
+// RedisClient connects to the Redis the service uses, for a command that
+// runs beside it: REDIS_URL, or, when it is unset, the running service's
+// embedded Redis at EMBEDDED_REDIS_ADDR. It fails when that does not answer.
+func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
+	rawURL := cfg.RedisURL
+	if cfg.EmbeddedRedis() {
+		rawURL = "redis://" + cfg.EmbeddedRedisAddr + "/0"
+	}
+	rc, err := newRedisClient(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := rc.Ping(ctx).Err(); err != nil {
+		rc.Close()
+		if cfg.EmbeddedRedis() {
+			return nil, fmt.Errorf("no embedded Redis answers at %s (%w): start the service (allocation serve), or set REDIS_URL", cfg.EmbeddedRedisAddr, err)
+		}
+		return nil, fmt.Errorf("redis at %s: %w", redactURL(cfg.RedisURL), err)
+	}
+	return rc, nil
 }
 
 func newRedisClient(rawURL string) (*goredis.Client, error) {

@@ -56,6 +56,7 @@ type Store struct {
 	policy   servicelayer.RetryPolicy
 	now      func() time.Time
 	wake     chan struct{}
+	dead     []servicelayer.DeadLetter // dead letters, by id - 1
 }
 
 func NewStore() *Store {

@@ -1,6 +1,6 @@
 // Package metrics exposes what the service does as Prometheus metrics:
-// HTTP requests, commands, event deliveries, inbound messages, the event
-// log's backlog and the database pool.
+// HTTP requests, commands, event deliveries, inbound messages, dead letters,
+// the event log's backlog and the database pool.
 package metrics
 
 import (
@@ -26,6 +26,8 @@ type Metrics struct {
 	commands     *prometheus.CounterVec
 	deliveries   *prometheus.CounterVec
 	inbound      *prometheus.CounterVec
+	deadLetters  *prometheus.CounterVec
+	listTrimmed  prometheus.Counter
 }
 
 func New() *Metrics {
@@ -47,8 +49,14 @@ func New() *Metrics {
 		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allocation_inbound_messages_total", Help: "Inbound Redis messages by channel and outcome (handled, duplicate, dead_lettered, unsettled).",
 		}, []string{"channel", "outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_dead_letters_recorded_total", Help: "Refused inbound messages recorded in the database as dead letters, by channel.",
+		}, []string{"channel"}),
+		listTrimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "allocation_dead_letter_list_trimmed_total", Help: "Oldest entries trimmed off the Redis list dead_letter to keep it at its bound (the database keeps them).",
+		}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -82,6 +90,16 @@ func (m *Metrics) EventDelivered(handler string, err error) {
 // InboundMessage counts one inbound message by what became of it.
 func (m *Metrics) InboundMessage(channel, outcome string) {
 	m.inbound.WithLabelValues(channel, outcome).Inc()
+}
+
+// DeadLetterRecorded counts one dead letter recorded in the database.
+func (m *Metrics) DeadLetterRecorded(channel string) {
+	m.deadLetters.WithLabelValues(channel).Inc()
+}
+
+// DeadLetterListTrimmed counts n dead letters trimmed off the Redis list.
+func (m *Metrics) DeadLetterListTrimmed(n int) {
+	m.listTrimmed.Add(float64(n))
 }
 
 func outcome(err error, ok string) string {

@@ -88,6 +88,9 @@ type Store struct {
 	marks   marks
 	writes  *committer
 	queries queries
+	// deadLetters gathers concurrent dead letters into one write.
+	deadLetters deadLetterQueue
+	dlQueries   deadLetterQueries
 
 	closeOnce sync.Once
 	closeErr  error
@@ -111,11 +114,12 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 			bo.MaxElapsedTime = 10 * time.Second
 			return bo
 		},
-		locks:   productLocks{locks: map[string]*productLock{}},
-		owners:  newBounded[string, string](MaxCachedOwners),
-		cache:   productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
-		queries: rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
-		stmts:   NewStatements(db, dialect.Classify),
+		locks:     productLocks{locks: map[string]*productLock{}},
+		owners:    newBounded[string, string](MaxCachedOwners),
+		cache:     productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
+		queries:   rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
+		dlQueries: rebindDeadLetterQueries(dialect.BindType()),
+		stmts:     NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s
 	s.writes = startCommitter(dialect)

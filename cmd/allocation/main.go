@@ -17,7 +17,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"allocation/adapters/redis"
 	"allocation/bootstrap"
+	"allocation/entrypoints/cli"
 	"allocation/servicelayer"
 )
 
@@ -35,6 +37,10 @@ Usage:
                              put the dead deliveries of event ID back in line
   allocation events skip ID  give up the dead deliveries of event ID, so that
                              the ones of its product waiting behind go on
+  allocation dead-letters list [-limit N] [-json]
+                             list the inbound messages refused, oldest first
+  allocation dead-letters retry ID
+                             put refused message ID back on its stream or channel
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
 
@@ -114,6 +120,19 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprint(stdout, help)
 		return 0
 	}
+	// A wrong command line fails before anything is opened.
+	var deadLetterCmd cli.DeadLetters
+	if args[0] == "dead-letters" {
+		var err error
+		deadLetterCmd, err = cli.ParseDeadLetters(args[1:], stdout)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+	}
 	cfg, err := bootstrap.FromEnv(getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "configuration: %v\n", err)
@@ -133,6 +152,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 	case "events":
 		err = events(ctx, cfg, log, args[1:], stdout)
+	case "dead-letters":
+		err = deadLetters(ctx, cfg, log, deadLetterCmd, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return 0
@@ -262,4 +283,24 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 		return nil
 	}
 	return fmt.Errorf("events: unknown arguments %q: want `dead`, `replay ID` or `skip ID`", args)
+}
+
+// deadLetters lists or retries the inbound messages the service refused.
+func deadLetters(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, cmd cli.DeadLetters, stdout io.Writer) error {
+	db, store, err := bootstrap.OpenStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer store.Close()
+	var redriver servicelayer.Redriver
+	if cmd.Retry {
+		rc, err := bootstrap.RedisClient(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		redriver = redis.NewRedriver(rc, cfg.RedisPrefix)
+	}
+	return cmd.Run(ctx, store, redriver, stdout)
 }

@@ -22,6 +22,8 @@ func TestEverySubcommandExplainsItselfWithoutTouchingAnything(t *testing.T) {
 		{[]string{"serve", "-h"}, "-skip-migrate"},
 		{[]string{"migrate", "-h"}, "Usage: allocation migrate"},
 		{[]string{"events", "--help"}, "replay ID"},
+		{[]string{"dead-letters", "-h"}, "retry [-again] ID"},
+		{[]string{"dead-letters", "list", "-h"}, "-limit N"},
 		{[]string{"version"}, "commit"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
