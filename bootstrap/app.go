@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -198,6 +200,30 @@ func Migrate(ctx context.Context, cfg Config) error {
 	return postgres.Migrate(ctx, db)
 }
 
+// MigrationStatus lists the migrations, oldest first, with when the
+// database applied each: the SQLite file's when DATABASE_URL is unset (a
+// file that does not exist yet is not created: every migration is
+// pending), PostgreSQL's otherwise.
+func MigrationStatus(ctx context.Context, cfg Config) ([]sqlstore.MigrationState, error) {
+	if cfg.EmbeddedDatabase() {
+		if _, err := os.Stat(cfg.SQLitePath()); errors.Is(err, fs.ErrNotExist) {
+			return sqlite.MigrationStatus(ctx, nil)
+		}
+		db, err := sqlite.Open(ctx, cfg.SQLitePath())
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		return sqlite.MigrationStatus(ctx, db)
+	}
+	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer db.Close()
+	return postgres.MigrationStatus(ctx, db)
+}
+
 // Parts says which parts of the service Run runs.
 type Parts struct {
 	HTTP       bool
@@ -225,6 +251,7 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 			return fmt.Errorf("listen on %s: %w", a.cfg.HTTPAddr, err)
 		}
 		a.log.Info("http api listening", "addr", ln.Addr().String())
+		g.Go(func() error { a.announceReady(ctx, ln.Addr()); return nil })
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http server: %w", err)
