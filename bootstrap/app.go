@@ -2,11 +2,14 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -266,7 +269,11 @@ func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Se
 		rawURL = embedded.URL()
 		log.Info("embedded redis listening: it keeps nothing across restarts", "redis_addr", embedded.Addr(), "redis_cli", redisCLI(embedded.Addr()))
 	}
-	rc, err := newRedisClient(rawURL)
+	var files TLSFiles
+	if embedded == nil {
+		files = cfg.RedisTLS
+	}
+	rc, err := newRedisClient(rawURL, files)
 	if err != nil {
 		if embedded != nil {
 			embedded.Close()
@@ -288,10 +295,23 @@ func redisCLI(addr string) string {
 	return "redis-cli -h " + host + " -p " + port
 }
 
-func newRedisClient(rawURL string) (*goredis.Client, error) {
+// newRedisClient returns a client of rawURL. A rediss:// URL speaks TLS,
+// trusting the system's certificate authorities or, when files name one,
+// files.CAFile's, and showing files' client certificate when the server
+// asks for one. The URL carries the ACL user and password
+// (rediss://user:password@host:port/db).
+func newRedisClient(rawURL string, files TLSFiles) (*goredis.Client, error) {
 	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, fmt.Errorf("REDIS_URL %s: %w", redactURL(rawURL), err)
+	}
+	if files.Set() {
+		if opts.TLSConfig == nil {
+			return nil, errors.New("REDIS_TLS_* files need a rediss:// REDIS_URL")
+		}
+		if err := applyTLSFiles(opts.TLSConfig, files); err != nil {
+			return nil, err
+		}
 	}
 	// Fail fast while Redis is down: the event log keeps what could not be
 	// published and the dispatcher retries it, so a request must not wait.
@@ -300,4 +320,27 @@ func newRedisClient(rawURL string) (*goredis.Client, error) {
 	opts.ReadTimeout = 2 * time.Second
 	opts.WriteTimeout = 2 * time.Second
 	return goredis.NewClient(opts), nil
+}
+
+// applyTLSFiles loads the CA and the client certificate files names into c.
+func applyTLSFiles(c *tls.Config, files TLSFiles) error {
+	if files.CAFile != "" {
+		pem, err := os.ReadFile(files.CAFile)
+		if err != nil {
+			return fmt.Errorf("REDIS_TLS_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("REDIS_TLS_CA_FILE %s: no PEM certificate in it", files.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if files.CertFile != "" || files.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+		if err != nil {
+			return fmt.Errorf("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return nil
 }
