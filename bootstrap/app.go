@@ -269,6 +269,10 @@ func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Se
 		rawURL = embedded.URL()
 		log.Info("embedded redis listening: it keeps nothing across restarts", "redis_addr", embedded.Addr(), "redis_cli", redisCLI(embedded.Addr()))
 	}
+	// go-redis logs the odd event of its own (a bad connection dropped, a
+	// duration truncated) through a process-wide logger: send it to the
+	// service's JSON log rather than as plain text to stderr.
+	goredis.SetLogger(redis.NewClientLogger(log))
 	var files TLSFiles
 	if embedded == nil {
 		files = cfg.RedisTLS
