@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -52,6 +53,7 @@ type App struct {
 	redis    *goredis.Client
 	embedded *embeddedredis.Server // nil with REDIS_URL set
 	streams  *redis.StreamReader
+	metrics  *metrics.Metrics
 }
 
 // New opens the database (PostgreSQL, or the SQLite file) and connects to
@@ -71,6 +73,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 
 	m := metrics.New()
+	m.SetBuildInfo(cfg.Build.Version, cfg.Build.Commit)
 	m.WatchDB(db.DB)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
 		pending, dead, oldest, err := store.Backlog(ctx)
@@ -118,6 +121,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db:         db,
 		redis:      rc,
 		embedded:   embedded,
+		metrics:    m,
 	}
 	app.Consumer, err = consumer.New(consumer.Config{
 		Bus:         bus,
@@ -197,35 +201,15 @@ type Parts struct {
 func (a *App) Run(ctx context.Context, parts Parts) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if parts.HTTP {
-		srv := &http.Server{
-			Addr:              a.cfg.HTTPAddr,
-			Handler:           a.Handler,
-			ReadHeaderTimeout: ReadHeaderTimeout,
-			ReadTimeout:       ReadTimeout,
-			WriteTimeout:      WriteTimeout,
-			IdleTimeout:       IdleTimeout,
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		if err := a.serveHTTP(ctx, g, "http api", a.cfg.HTTPAddr, a.Handler, WriteTimeout); err != nil {
+			return err
 		}
-		ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", a.cfg.HTTPAddr, err)
+	}
+	if a.cfg.AdminAddr != "" {
+		// A CPU profile takes 30 seconds by default: no write timeout.
+		if err := a.serveHTTP(ctx, g, "admin", a.cfg.AdminAddr, a.AdminHandler(), 0); err != nil {
+			return err
 		}
-		a.log.Info("http api listening", "addr", ln.Addr().String())
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http server: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-			defer cancel()
-			if err := srv.Shutdown(shutdownCtx); err != nil {
-				return fmt.Errorf("http shutdown: %w", err)
-			}
-			return nil
-		})
 	}
 	if parts.Consumer {
 		a.log.Info("redis consumer starting", "prefix", a.cfg.RedisPrefix)
@@ -238,6 +222,54 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 	}
 	return g.Wait()
+}
+
+// serveHTTP listens on addr and serves h in g until ctx ends, then shuts
+// the server down gracefully. name says which listener in logs and errors.
+func (a *App) serveHTTP(ctx context.Context, g *errgroup.Group, name, addr string, h http.Handler, writeTimeout time.Duration) error {
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	a.log.Info(name+" listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			return fmt.Errorf("%s shutdown: %w", name, err)
+		}
+		return nil
+	})
+	return nil
+}
+
+// AdminHandler serves what ADMIN_ADDR offers: the runtime profiles of
+// net/http/pprof under /debug/pprof/ and the metrics on /metrics.
+func (a *App) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", a.metrics.Handler())
+	return mux
 }
 
 // Close releases the database, the Redis client and the embedded Redis.
