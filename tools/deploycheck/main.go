@@ -4,7 +4,8 @@
 // an error), the kustomization lists every manifest and nothing else, the
 // workloads keep the promised probes, resources and security settings, and
 // docker-compose.yml pins its images and leaves the ports of
-// `make services` free. It is a module of its own, so that the Kubernetes
+// `make services` free. kustomize's own library then builds the base, and
+// what it makes is decoded as strictly. It is a module of its own, so that the Kubernetes
 // API packages stay out of the service's binary.
 //
 //	go run . [-root ../..]
@@ -26,6 +27,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -123,7 +126,40 @@ func CheckKustomization(dir string) error {
 	for _, img := range k.Images {
 		images[img.Name] = img.NewTag != "" || img.Digest != ""
 	}
-	return objs.check(images)
+	if err := objs.check(images); err != nil {
+		return err
+	}
+	return checkBuild(dir)
+}
+
+// checkBuild runs kustomize itself (the library behind kubectl apply -k)
+// on dir and decodes what it makes as strictly as the files: what the
+// cluster would receive.
+func checkBuild(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	built, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), abs)
+	if err != nil {
+		return fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	out, err := built.AsYaml()
+	if err != nil {
+		return fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	var objs objects
+	if err := objs.decode("kustomize build "+dir, out); err != nil {
+		return err
+	}
+	for _, d := range objs.deployments {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if !strings.Contains(c.Image, ":") && !strings.Contains(c.Image, "@") {
+				return fmt.Errorf("kustomize build %s: Deployment %s runs image %q, with no tag", dir, d.Name, c.Image)
+			}
+		}
+	}
+	return nil
 }
 
 // decodeFile decodes each document of a manifest file strictly into the
@@ -133,6 +169,11 @@ func (o *objects) decodeFile(file string) error {
 	if err != nil {
 		return err
 	}
+	return o.decode(file, raw)
+}
+
+// decode decodes each document of raw, from file, strictly.
+func (o *objects) decode(file string, raw []byte) error {
 	var errs []error
 	for i, doc := range splitDocuments(raw) {
 		var meta struct {
