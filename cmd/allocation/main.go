@@ -134,7 +134,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "configuration: %v\n", err)
 		return 2
 	}
-	cfg.Build = bootstrap.BuildInfo{Version: version, Commit: commit()}
+	cfg.Build = bootstrap.BuildInfo{Version: version, Commit: buildCommit()}
 	log := slog.New(servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -203,12 +203,12 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 // was built from. The commit is known when the build recorded VCS details
 // (go build without -buildvcs=false, in a git work tree).
 func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "allocation %s\ncommit %s\n%s\n", version, commit(), runtime.Version())
+	fmt.Fprintf(w, "allocation %s\ncommit %s\n%s\n", version, buildCommit(), runtime.Version())
 }
 
-// commit is the commit the binary was built from, with " (modified)" when
+// buildCommit is the commit the binary was built from, with " (modified)" when
 // the work tree had changes, or "unknown".
-func commit() string {
+func buildCommit() string {
 	commit, modified := "unknown", ""
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {

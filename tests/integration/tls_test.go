@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -211,4 +213,37 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A TLS file that cannot be used stops the start with the setting named,
+// rather than a connection that fails later for a reason hard to trace.
+func TestUnusableRedisTLSFilesStopTheStartNamingTheSetting(t *testing.T) {
+	t.Parallel()
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, t.TempDir(), "client", false)
+	notPEM := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		files bootstrap.TLSFiles
+		want  string
+	}{
+		{bootstrap.TLSFiles{CAFile: filepath.Join(t.TempDir(), "missing.crt")}, "REDIS_TLS_CA_FILE"},
+		{bootstrap.TLSFiles{CAFile: notPEM}, "REDIS_TLS_CA_FILE"},
+		{bootstrap.TLSFiles{CAFile: ca.CertFile, CertFile: cert, KeyFile: cert}, "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"},
+		{bootstrap.TLSFiles{CertFile: key, KeyFile: key}, "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"},
+	} {
+		// The embedded SQLite file; Redis is never dialled.
+		cfg := bootstrap.Config{DataDir: t.TempDir(), RedisURL: "rediss://allocation:pw@127.0.0.1:1/0", HTTPAddr: ":0", ConsumerConcurrency: 1, RedisTLS: c.files}
+		app, err := bootstrap.New(context.Background(), cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		if err == nil {
+			app.Close()
+			t.Errorf("%+v: started, want an error naming %s", c.files, c.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want it to name %s", c.files, err, c.want)
+		}
+	}
 }
