@@ -199,16 +199,24 @@ type Parts struct {
 // accepting connections and finishes requests in flight; the consumer finishes
 // the messages in hand and acknowledges the settled ones.
 func (a *App) Run(ctx context.Context, parts Parts) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
+	// A listener that cannot open stops the ones already serving.
+	failed := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 	if parts.HTTP {
 		if err := a.serveHTTP(ctx, g, "http api", a.cfg.HTTPAddr, a.Handler, WriteTimeout); err != nil {
-			return err
+			return failed(err)
 		}
 	}
 	if a.cfg.AdminAddr != "" {
 		// A CPU profile takes 30 seconds by default: no write timeout.
 		if err := a.serveHTTP(ctx, g, "admin", a.cfg.AdminAddr, a.AdminHandler(), 0); err != nil {
-			return err
+			return failed(err)
 		}
 	}
 	if parts.Consumer {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +102,35 @@ func TestGoRedisLogsComeOutAsJSONThroughTheServiceLog(t *testing.T) {
 		}
 	}
 	t.Fatalf("go-redis's line is not in the service log:\n%s", logs.String())
+}
+
+// An admin address that cannot be listened on fails Run, and the API
+// listener it had opened is closed again rather than left serving.
+func TestAnAdminAddressInUseFailsRunAndClosesTheAPIListener(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	httpAddr := freeLoopbackAddr(t)
+	cfg := bootstrap.Config{DataDir: t.TempDir(), EmbeddedRedisAddr: "127.0.0.1:0", HTTPAddr: httpAddr,
+		AdminAddr: busy.Addr().String(), ConsumerConcurrency: 1}
+	ctx := context.Background()
+	if err := bootstrap.Migrate(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	app, err := bootstrap.New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	err = app.Run(ctx, bootstrap.Parts{HTTP: true})
+	if err == nil || !strings.Contains(err.Error(), "admin") {
+		t.Fatalf("Run: %v, want an error about the admin listener", err)
+	}
+	if c, err := net.Dial("tcp", httpAddr); err == nil {
+		c.Close()
+		t.Fatalf("the API listener on %s still accepts connections", httpAddr)
+	}
 }
