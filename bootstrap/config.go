@@ -65,6 +65,35 @@ type Config struct {
 	// 16, at most MaxConsumerConcurrency). Messages about one product are
 	// handled one after another whatever the setting.
 	ConsumerConcurrency int
+	// RedisTLS names the PEM files a rediss:// REDIS_URL trusts and shows;
+	// PostgreSQL takes its own from DATABASE_URL (sslrootcert, sslcert,
+	// sslkey).
+	RedisTLS TLSFiles
+	// AdminAddr, when set, is a second listener (ADMIN_ADDR) with
+	// /debug/pprof/ and /metrics, kept apart from the API so that it can
+	// stay unreachable from outside; empty: no such listener.
+	AdminAddr string
+	// Build says which build runs, for the allocation_build_info metric;
+	// main sets it, it is not read from the environment.
+	Build BuildInfo
+}
+
+// TLSFiles are PEM files for a TLS client: CAFile replaces the system's
+// certificate authorities; CertFile and KeyFile, set together, are the
+// client certificate the server may ask for.
+type TLSFiles struct {
+	CAFile   string // REDIS_TLS_CA_FILE
+	CertFile string // REDIS_TLS_CERT_FILE
+	KeyFile  string // REDIS_TLS_KEY_FILE
+}
+
+// Set reports whether any file is named.
+func (f TLSFiles) Set() bool { return f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" }
+
+// BuildInfo is what `allocation version` prints.
+type BuildInfo struct {
+	Version string
+	Commit  string
 }
 
 // DefaultConsumerConcurrency keeps the PostgreSQL pool (20 connections)
@@ -96,6 +125,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		HTTPAddr:          orDefault(getenv("HTTP_ADDR"), DefaultHTTPAddr),
 		RedisPrefix:       getenv("REDIS_PREFIX"),
 		SMTPAddr:          getenv("SMTP_ADDR"),
+		AdminAddr:         getenv("ADMIN_ADDR"),
+		RedisTLS: TLSFiles{
+			CAFile:   getenv("REDIS_TLS_CA_FILE"),
+			CertFile: getenv("REDIS_TLS_CERT_FILE"),
+			KeyFile:  getenv("REDIS_TLS_KEY_FILE"),
+		},
 	}
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
@@ -142,8 +177,19 @@ func (c Config) Validate() error {
 	} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
 	}
+	if c.RedisTLS.Set() {
+		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
+			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
+		}
+		if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
+			errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
+		}
+	}
 	if !strings.Contains(c.HTTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("HTTP_ADDR %q: want host:port or :port", c.HTTPAddr))
+	}
+	if c.AdminAddr != "" && !strings.Contains(c.AdminAddr, ":") {
+		errs = append(errs, fmt.Errorf("ADMIN_ADDR %q: want host:port or :port", c.AdminAddr))
 	}
 	if c.SMTPAddr != "" && !strings.Contains(c.SMTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))

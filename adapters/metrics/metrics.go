@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -59,6 +60,22 @@ func New() *Metrics {
 	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// SetBuildInfo publishes allocation_build_info{version,commit,go_version} 1,
+// so that dashboards can tell which build each replica runs.
+func (m *Metrics) SetBuildInfo(version, commit string) {
+	if version == "" {
+		version = "unknown"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "allocation_build_info", Help: "Always 1; the labels say which build runs: version, commit and Go version.",
+	}, []string{"version", "commit", "go_version"})
+	info.WithLabelValues(version, commit, runtime.Version()).Set(1)
+	m.reg.MustRegister(info)
 }
 
 // Handler serves the metrics in the Prometheus text format.

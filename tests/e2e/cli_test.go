@@ -34,6 +34,7 @@ func TestEverySubcommandExplainsItselfWithoutTouchingAnything(t *testing.T) {
 		{[]string{"events", "replay", "-h"}, "replay ID"},
 		{[]string{"events", "replay", "42", "--help"}, "replay ID"},
 		{[]string{"version", "-h"}, "Usage: allocation version"},
+		{[]string{"healthcheck", "-h"}, "Usage: allocation healthcheck"},
 		{[]string{"version"}, "commit"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
