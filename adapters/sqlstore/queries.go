@@ -43,6 +43,10 @@ JOIN event_log e ON e.id = d.event_id
 WHERE d.status = 'pending' AND d.next_attempt_at <= ?
 ORDER BY d.event_id LIMIT ?`
 
+// DueQuery is the statement Due runs on a dialect whose HeadsQuery is
+// heads: arguments now and limit. Exported for plans to be checked.
+func DueQuery(heads string) string { return fmt.Sprintf(dueHeads, heads) }
+
 // nextHead is when the first pending head falls due.
 const nextHead = `
 SELECT min(d.next_attempt_at) FROM (%s) h
@@ -72,7 +76,7 @@ func rebindQueries(bind int, heads string) queries {
 		skuOfBatch:  r(`SELECT sku FROM batches WHERE reference = ?`),
 		allocations: r(`SELECT sku, batchref FROM allocations_view WHERE orderid = ? ORDER BY id`),
 
-		due:     r(fmt.Sprintf(dueHeads, heads)),
+		due:     r(DueQuery(heads)),
 		nextDue: r(fmt.Sprintf(nextHead, heads)),
 		dead: r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
