@@ -33,6 +33,8 @@ Usage:
   allocation events dead     list the event deliveries parked as dead, with their last error
   allocation events replay ID
                              put the dead deliveries of event ID back in line
+  allocation events log [-sku X] [-order ID] [-after C] [-limit N] [-json]
+                             print the event log (the history of stock), oldest first
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
 
@@ -70,12 +72,14 @@ at start-up too, unless -skip-migrate.
 `,
 	"events": `Usage: allocation events dead
        allocation events replay ID
+       allocation events log [flags]   (allocation events log -h for its flags)
 
 dead       lists the event deliveries parked as dead after their last attempt:
            event id, handler, event, SKU, message id, attempts, when, last error.
 replay ID  puts the dead deliveries of event ID back in line with fresh
            attempts; a running service's dispatcher delivers them.
-Both read the database the service uses (DATABASE_URL, or the SQLite file).
+log        prints the event log, the history of stock, oldest first.
+All read the database the service uses (DATABASE_URL, or the SQLite file).
 `,
 }
 
@@ -199,7 +203,11 @@ func notificationsMode(cfg bootstrap.Config) string {
 // events inspects and repairs the event log.
 func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("events: want `dead` or `replay ID`")
+		return errors.New("events: want `dead`, `replay ID` or `log`")
+	}
+	if args[0] == "log" && len(args) > 1 && isHelp(args[1]) {
+		// Help needs no database: the flags answer before it is read.
+		return eventsLog(ctx, nil, args[1:], stdout, stdout)
 	}
 	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -220,6 +228,8 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 				d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
 		}
 		return w.Flush()
+	case args[0] == "log":
+		return eventsLog(ctx, eventLog, args[1:], stdout, os.Stderr)
 	case args[0] == "replay" && len(args) == 2:
 		id, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {
