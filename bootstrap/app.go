@@ -49,6 +49,7 @@ type App struct {
 	redis    *goredis.Client
 	embedded *embeddedredis.Server // nil with REDIS_URL set
 	streams  *redis.StreamReader
+	metrics  *metrics.Metrics
 }
 
 // New opens the database (PostgreSQL, or the SQLite file) and connects to
@@ -115,6 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db:         db,
 		redis:      rc,
 		embedded:   embedded,
+		metrics:    m,
 	}
 	app.Consumer, err = consumer.New(consumer.Config{
 		Bus:         bus,
@@ -234,7 +236,26 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 		a.log.Info("event dispatcher starting")
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 	}
+	g.Go(func() error { return a.prune(ctx) })
 	return g.Wait()
+}
+
+// prune keeps the history within its retention whatever parts run: replicas
+// take turns (PostgreSQL advisory lock), so each may run it.
+func (a *App) prune(ctx context.Context) error {
+	r := sqlstore.Retention{Events: a.cfg.EventRetention, Inbox: a.cfg.InboxRetention}
+	a.log.Info("history pruner starting", "event_retention", r.Events.String(), "inbox_retention", r.Inbox.String(),
+		"interval", a.cfg.PruneInterval.String())
+	return a.Store.RunPruner(ctx, r, a.cfg.PruneInterval, func(stats []sqlstore.TableStats) {
+		tables := make([]metrics.TableRetention, len(stats))
+		for i, t := range stats {
+			tables[i] = metrics.TableRetention(t)
+			if t.Pruned > 0 {
+				a.log.Debug("history pruned", "table", t.Table, "pruned", t.Pruned, "kept", t.Rows)
+			}
+		}
+		a.metrics.Pruned(tables)
+	})
 }
 
 // Close releases the database, the Redis client and the embedded Redis.

@@ -26,6 +26,7 @@ type Metrics struct {
 	commands     *prometheus.CounterVec
 	deliveries   *prometheus.CounterVec
 	inbound      *prometheus.CounterVec
+	retention    *retentionCollector
 }
 
 func New() *Metrics {
@@ -48,7 +49,8 @@ func New() *Metrics {
 			Name: "allocation_inbound_messages_total", Help: "Inbound Redis messages by channel and outcome (handled, duplicate, dead_lettered, unsettled).",
 		}, []string{"channel", "outcome"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound,
+	m.retention = newRetentionCollector()
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
