@@ -157,7 +157,7 @@ func TestPostgresReplicasPruneOneAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	const pruneLockKey = 0x616c6c6f63707275 // adapters/postgres/prunelock.go
+	const pruneLockKey = 0x616c6c6f63707275 // adapters/postgres/prune.go
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(pruneLockKey)); err != nil {
 		t.Fatal(err)
 	}

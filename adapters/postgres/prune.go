@@ -36,3 +36,15 @@ func (d *Dialect) TryPruneLock(ctx context.Context) (func(), bool, error) {
 	}
 	return release, true, nil
 }
+
+// EstimateRows implements sqlstore.RowEstimator with the live row count of
+// the statistics collector, which follows commits within seconds.
+func (d *Dialect) EstimateRows(ctx context.Context, table string) (int, error) {
+	var n int
+	err := d.db.GetContext(ctx, &n, `SELECT coalesce((SELECT n_live_tup FROM pg_stat_user_tables
+		WHERE relid = to_regclass($1)), 0)`, table)
+	if err != nil {
+		return 0, d.Classify(fmt.Errorf("estimate the rows of %s: %w", table, err))
+	}
+	return n, nil
+}
