@@ -22,6 +22,7 @@ func TestEverySubcommandExplainsItselfWithoutTouchingAnything(t *testing.T) {
 		{[]string{"serve", "-h"}, "-skip-migrate"},
 		{[]string{"migrate", "-h"}, "Usage: allocation migrate"},
 		{[]string{"events", "--help"}, "replay ID"},
+		{[]string{"events", "log", "-h"}, "-after"},
 		{[]string{"version"}, "commit"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
