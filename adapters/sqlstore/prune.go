@@ -206,10 +206,11 @@ type RowEstimator interface {
 	EstimateRows(ctx context.Context, table string) (int, error)
 }
 
-// exactRowsUpTo: tables up to this size are counted at every pass; beyond,
-// counting would cost more than the pass (a quarter of a second for a
-// million events), and a dialect's estimate is taken where it has one.
-const exactRowsUpTo = 100_000
+// exactRowsUpTo: tables up to this size are counted at every pass (a few
+// milliseconds); beyond, counting would cost more than the pass (a quarter
+// of a second for a million events), and a dialect's estimate is taken
+// where it has one.
+const exactRowsUpTo = 10_000
 
 // rowsOf counts the rows of table up to exactRowsUpTo, and estimates
 // beyond when the dialect can.

@@ -19,8 +19,10 @@ Prints the event log, oldest first: every batch created, batch quantity
 changed, line allocated, deallocated or out of stock, as GET /events shows
 it. Filters combine. Without -limit it prints every matching event, page by
 page (an export: allocation events log -json > history.jsonl); with -limit
-it prints that many and, on stderr, the cursor to pass as -after for more.
--json prints one JSON object a line, the fields of GET /events.
+it prints that many and, on stderr, "more: -after C" when more follow. At the
+end it prints "next: -after C" on stderr: pass C as -after to go on later
+from there (a periodic export). -json prints one JSON object a line, the
+fields of GET /events.
 `
 
 // eventsLog prints the history the event log holds.
@@ -77,6 +79,10 @@ func eventsLog(ctx context.Context, history servicelayer.History, args []string,
 			q.After = env.LogID
 		}
 		if len(found) < q.Limit {
+			if printed > 0 {
+				// Where an export that runs again later goes on from.
+				fmt.Fprintf(stderr, "next: -after %s\n", wire.Cursor(q.After))
+			}
 			return out.flush()
 		}
 	}
