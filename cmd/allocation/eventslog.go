@@ -57,10 +57,15 @@ func eventsLog(ctx context.Context, history servicelayer.History, args []string,
 		}
 		q.After = id
 	}
-	out := newEventPrinter(stdout, *asJSON)
+	return printEvents(ctx, history, q, *limit, newEventPrinter(stdout, *asJSON), stderr)
+}
+
+// printEvents prints the events q selects, page by page: limit of them, or
+// every one when limit is 0. It tells on stderr where to go on from.
+func printEvents(ctx context.Context, history servicelayer.History, q servicelayer.EventQuery, limit int, out *eventPrinter, stderr io.Writer) error {
 	q.Limit = servicelayer.MaxEventsPage
-	if *limit > 0 {
-		q.Limit = *limit + 1 // one more: is there a next page?
+	if limit > 0 {
+		q.Limit = limit + 1 // one more: is there a next page?
 	}
 	for printed := 0; ; {
 		found, err := history.Events(ctx, q)
@@ -68,7 +73,7 @@ func eventsLog(ctx context.Context, history servicelayer.History, args []string,
 			return err
 		}
 		for _, env := range found {
-			if *limit > 0 && printed == *limit {
+			if limit > 0 && printed == limit {
 				fmt.Fprintf(stderr, "more: -after %s\n", wire.Cursor(q.After))
 				return out.flush()
 			}

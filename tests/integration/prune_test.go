@@ -56,36 +56,11 @@ func TestPruningDeletesOnlyOldDoneHistoryInBatchesWhileWritesContinue(t *testing
 		cutoff := newest.Add(time.Microsecond) // every event so far is older
 
 		// Writes go on while pruning.
-		var wg sync.WaitGroup
-		stop, started := make(chan struct{}), make(chan struct{})
-		written := 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ; ; written++ {
-				if written == 1 {
-					close(started)
-				}
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mctx := servicelayer.WithMessageID(ctx, fmt.Sprintf("%s-new-%d", sku, written))
-				if _, err := bus.Handle(mctx, domain.Allocate{OrderID: fmt.Sprintf("new%d", written), SKU: sku, Qty: 1}); err != nil {
-					t.Errorf("allocate while pruning: %v", err)
-					return
-				}
-			}
-		}()
-		select {
-		case <-started:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no write went through in 10s")
-		}
-		stats, err := db.store.Prune(ctx, sqlstore.Retention{Events: time.Hour, Inbox: time.Hour, Batch: 3}, cutoff.Add(time.Hour))
-		close(stop)
-		wg.Wait()
+		var stats []sqlstore.TableStats
+		var err error
+		written := allocateWhile(t, bus, sku, func() {
+			stats, err = db.store.Prune(ctx, sqlstore.Retention{Events: time.Hour, Inbox: time.Hour, Batch: 3}, cutoff.Add(time.Hour))
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,6 +87,44 @@ func TestPruningDeletesOnlyOldDoneHistoryInBatchesWhileWritesContinue(t *testing
 			t.Fatalf("%d inbox rows of the messages handled while pruning, want %d", n, written)
 		}
 	})
+}
+
+// allocateWhile allocates lines new0, new1, … of sku, each with a message
+// id, from the first allocation until fn returns, and returns how many it
+// allocated.
+func allocateWhile(t *testing.T, bus *servicelayer.Bus, sku string, fn func()) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	stop, started := make(chan struct{}), make(chan struct{})
+	written := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ; ; written++ {
+			if written == 1 {
+				close(started)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx := servicelayer.WithMessageID(context.Background(), fmt.Sprintf("%s-new-%d", sku, written))
+			if _, err := bus.Handle(ctx, domain.Allocate{OrderID: fmt.Sprintf("new%d", written), SKU: sku, Qty: 1}); err != nil {
+				t.Errorf("allocate while pruning: %v", err)
+				return
+			}
+		}
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Error("no write went through in 10s")
+	}
+	fn()
+	close(stop)
+	wg.Wait()
+	return written
 }
 
 // loggedID is the id of the allocated event of order.
