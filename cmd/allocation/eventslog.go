@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	"allocation/domain"
@@ -102,22 +103,13 @@ func checkEventQuery(q servicelayer.EventQuery, limit int) error {
 			}
 		}
 	}
-	if q.Type != "" && !contains(servicelayer.EventTypes, q.Type) {
+	if q.Type != "" && !slices.Contains(servicelayer.EventTypes, q.Type) {
 		return fmt.Errorf("-type %q: want one of %v", q.Type, servicelayer.EventTypes)
 	}
 	if limit < 0 || limit > servicelayer.MaxEventsPage {
 		return fmt.Errorf("-limit %d: want 1 to %d, or 0 for every event", limit, servicelayer.MaxEventsPage)
 	}
 	return nil
-}
-
-func contains(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 // eventPrinter writes events as a table or as JSON lines.
