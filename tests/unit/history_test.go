@@ -51,3 +51,25 @@ func TestHTTPEventsPagesTheHistoryOldestFirst(t *testing.T) {
 		t.Fatalf("limit 1001: %v, want 400 naming limit", a)
 	}
 }
+
+// A batch in the warehouse says so: eta is null, not left out, on
+// batch_created; other events have no eta at all.
+func TestHTTPEventsShowABatchWithoutETAAsNull(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	api := newAPI(t, app)
+	sku := uniqueName("NOW")
+	api.addBatch("b-now", sku, 10, nil)
+	api.post("/allocate", map[string]any{"orderid": "o1", "sku": sku, "qty": 1})
+	a := api.get("/events?sku=" + url.QueryEscape(sku))
+	var page struct{ Events []map[string]any }
+	if err := json.Unmarshal([]byte(a.body), &page); err != nil || len(page.Events) != 2 {
+		t.Fatalf("%v", a)
+	}
+	if eta, ok := page.Events[0]["eta"]; !ok || eta != nil {
+		t.Errorf("batch_created: %v, want eta null", page.Events[0])
+	}
+	if _, ok := page.Events[1]["eta"]; ok {
+		t.Errorf("allocated: %v, want no eta", page.Events[1])
+	}
+}
