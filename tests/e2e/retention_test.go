@@ -160,3 +160,33 @@ func TestZeroRetentionKeepsEveryEvent(t *testing.T) {
 		t.Fatalf("GET /events shows %d, want 11", len(page.Events))
 	}
 }
+
+// The embedded mode prunes its SQLite file the same way: after a soak, the
+// log and the inbox empty themselves once the window has passed.
+func TestRetentionKeepsTheEmbeddedHistoryBounded(t *testing.T) {
+	t.Parallel()
+	s := newEmbeddedService(t, t.TempDir())
+	s.env = append(s.env, "EVENT_RETENTION=2s", "INBOX_RETENTION=2s", "PRUNE_INTERVAL=500ms", "STREAM_CLAIM_IDLE=200ms", "STREAM_MAX_DELIVERIES=5")
+	s.start()
+	sku := testenv.RandomName("embedded-soak-")
+	s.addBatch(testenv.RandomName("b-"), sku, 1_000_000, nil)
+	written := s.soak(sku, 4*time.Second)
+	t.Logf("%d allocations", written)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, table := range []string{"event_log", "event_deliveries", "inbox"} {
+			if err := s.metric(fmt.Sprintf(`allocation_history_rows{table=%q} 0`, table)); err != nil {
+				return err
+			}
+		}
+		if page := s.events("limit=1"); len(page.Events) != 0 {
+			return fmt.Errorf("GET /events still shows %s of %s", page.Events[0].Type, page.Events[0].OccurredAt)
+		}
+		return nil
+	})
+	for _, table := range []string{"event_log", "inbox"} {
+		line := fmt.Sprintf(`allocation_history_pruned_rows_total{table=%q} 0`, table)
+		if s.metric(line+"\n") == nil {
+			t.Errorf("/metrics says %s: nothing pruned", line)
+		}
+	}
+}
