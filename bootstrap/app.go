@@ -277,6 +277,7 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 			return nil
 		})
 	}
+	g.Go(func() error { return a.prune(ctx) })
 	return g.Wait()
 }
 
@@ -326,6 +327,24 @@ func (a *App) AdminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/metrics", a.metrics.Handler())
 	return mux
+}
+
+// prune keeps the history within its retention whatever parts run: replicas
+// take turns (PostgreSQL advisory lock), so each may run it.
+func (a *App) prune(ctx context.Context) error {
+	r := sqlstore.Retention{Events: a.cfg.EventRetention, Inbox: a.cfg.InboxRetention}
+	a.log.Info("history pruner starting", "event_retention", r.Events.String(), "inbox_retention", r.Inbox.String(),
+		"interval", a.cfg.PruneInterval.String())
+	return a.Store.RunPruner(ctx, r, a.cfg.PruneInterval, func(stats []sqlstore.TableStats) {
+		tables := make([]metrics.TableRetention, len(stats))
+		for i, t := range stats {
+			tables[i] = metrics.TableRetention(t)
+			if t.Pruned > 0 {
+				a.log.Debug("history pruned", "table", t.Table, "pruned", t.Pruned, "kept", t.Rows)
+			}
+		}
+		a.metrics.Pruned(tables)
+	})
 }
 
 // Close releases the database, the Redis client and the embedded Redis.

@@ -29,6 +29,7 @@ type Metrics struct {
 	inbound      *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
 	listTrimmed  prometheus.Counter
+	retention    *retentionCollector
 }
 
 func New() *Metrics {
@@ -57,7 +58,8 @@ func New() *Metrics {
 			Name: "allocation_dead_letter_list_trimmed_total", Help: "Oldest entries trimmed off the Redis list dead_letter to keep it at its bound (the database keeps them).",
 		}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed,
+	m.retention = newRetentionCollector()
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

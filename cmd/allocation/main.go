@@ -50,6 +50,8 @@ Usage:
   allocation dead-letters retry ID
                              put refused message ID back on its stream or channel
   allocation healthcheck     exit 0 when the service on HTTP_ADDR is ready (GET /readyz), 1 otherwise
+  allocation events log [-sku X] [-order ID] [-after C] [-limit N] [-json]
+                             print the event log (the history of stock), oldest first
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
   allocation COMMAND -h      show the help of one command
@@ -80,6 +82,10 @@ file and runs a Redis-protocol server of its own (embedded mode).
   CONSUMER_NAME  this replica's name in the stream consumer group (default host-pid)
   CONSUMER_CONCURRENCY   inbound messages handled at once, each about another product;
                          one product's messages keep their order (default 16, 1 to 256)
+  EVENT_RETENTION  how long events are kept once delivered (default 720h; 0 keeps them forever)
+  INBOX_RETENTION  how long inbound message ids are remembered (default 168h; 0 keeps them;
+                   at least STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE)
+  PRUNE_INTERVAL   how often old history is deleted, in batches (default 1m)
 `
 
 // subcommandHelp explains the subcommands without flags of their own
@@ -113,6 +119,7 @@ plain go build), the commit, and the Go version the binary was built with.
 	"events": `Usage: allocation events dead
        allocation events replay ID
        allocation events skip ID
+       allocation events log [flags]   (allocation events log -h for its flags)
 
 A delivery is parked as dead only when its handler refuses it every time
 (an event that cannot be encoded, say), never because Redis or the mail
@@ -127,6 +134,7 @@ replay ID  puts the dead deliveries of event ID back in line with fresh
            ones that waited behind them, in order.
 skip ID    marks the dead deliveries of event ID done without making them;
            the ones that waited behind them go on.
+log        prints the event log, the history of stock, oldest first.
 All read the database the service uses (DATABASE_URL, or the SQLite file).
 `,
 }
@@ -398,7 +406,11 @@ func notificationsMode(cfg bootstrap.Config) string {
 // events inspects and repairs the event log.
 func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("events: want `dead`, `replay ID` or `skip ID`")
+		return errors.New("events: want `dead`, `replay ID`, `skip ID` or `log`")
+	}
+	if args[0] == "log" && len(args) > 1 && isHelp(args[1]) {
+		// Help needs no database: the flags answer before it is read.
+		return eventsLog(ctx, nil, args[1:], stdout, stdout)
 	}
 	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -419,6 +431,8 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 				d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
 		}
 		return w.Flush()
+	case args[0] == "log":
+		return eventsLog(ctx, eventLog, args[1:], stdout, os.Stderr)
 	case args[0] == "replay" && len(args) == 2:
 		id, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {

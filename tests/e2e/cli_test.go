@@ -35,6 +35,7 @@ func TestEverySubcommandExplainsItselfWithoutTouchingAnything(t *testing.T) {
 		{[]string{"events", "replay", "42", "--help"}, "replay ID"},
 		{[]string{"version", "-h"}, "Usage: allocation version"},
 		{[]string{"healthcheck", "-h"}, "Usage: allocation healthcheck"},
+		{[]string{"events", "log", "-h"}, "-after"},
 		{[]string{"version"}, "commit"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
