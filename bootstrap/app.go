@@ -333,9 +333,13 @@ func (a *App) AdminHandler() http.Handler {
 // take turns (PostgreSQL advisory lock), so each may run it.
 func (a *App) prune(ctx context.Context) error {
 	r := sqlstore.Retention{Events: a.cfg.EventRetention, Inbox: a.cfg.InboxRetention}
+	interval := a.cfg.PruneInterval
+	if interval <= 0 { // a Config made by hand, not by FromEnv
+		interval = DefaultPruneInterval
+	}
 	a.log.Info("history pruner starting", "event_retention", r.Events.String(), "inbox_retention", r.Inbox.String(),
-		"interval", a.cfg.PruneInterval.String())
-	return a.Store.RunPruner(ctx, r, a.cfg.PruneInterval, func(stats []sqlstore.TableStats) {
+		"interval", interval.String())
+	return a.Store.RunPruner(ctx, r, interval, func(stats []sqlstore.TableStats) {
 		tables := make([]metrics.TableRetention, len(stats))
 		for i, t := range stats {
 			tables[i] = metrics.TableRetention(t)

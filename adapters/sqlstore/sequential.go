@@ -108,7 +108,11 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			if _, ok := waiting[t]; ok {
 				continue
 			}
-			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status <> 'done'`, t.sku, t.handler) {
+			// More open deliveries than made ones means one is not made:
+			// reading one more than that is enough, however long the
+			// backlog of an outage.
+			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status <> 'done'
+				ORDER BY event_id LIMIT ?`, t.sku, t.handler, len(made)+1) {
 				if !made[DeliveryKey{EventID: id, Handler: h}] {
 					waiting[t] = true
 				}
