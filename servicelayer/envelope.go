@@ -2,7 +2,6 @@ package servicelayer
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,26 +35,6 @@ func Seal(ctx context.Context, ev domain.Event, now time.Time) Envelope {
 	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), CausationID: c.CausationID, CorrelationID: c.CorrelationID, Event: ev}
 }
 
-// Cause is why work is being done: what caused it directly, and what
-// started the chain it belongs to.
-type Cause struct {
-	CausationID   string
-	CorrelationID string
-}
-
-type causeKey struct{}
-
-// WithCause marks ctx as doing work for c. Logs of that work carry it.
-func WithCause(ctx context.Context, c Cause) context.Context {
-	return context.WithValue(ctx, causeKey{}, c)
-}
-
-// CauseOf returns the cause ctx carries, if any.
-func CauseOf(ctx context.Context) Cause {
-	c, _ := ctx.Value(causeKey{}).(Cause)
-	return c
-}
-
 // Delivery is one event for one of its handlers.
 type Delivery struct {
 	Envelope
@@ -65,31 +44,4 @@ type Delivery struct {
 	// that committed it may deliver it at once. A delivery not in turn is
 	// left to the dispatcher, which keeps the order.
 	InTurn bool
-}
-
-// ErrNotDelivered: a delivery was not attempted because it is done, parked
-// as dead, being delivered by someone else, or waiting for an earlier event of
-// its product. It is no failure: whoever holds the turn will deliver it.
-var ErrNotDelivered = errors.New("delivery not attempted")
-
-// ErrUnavailable: a dependency (the database) cannot be reached. The request
-// may succeed later; nothing was changed.
-var ErrUnavailable = errors.New("service unavailable")
-
-// ErrDuplicateMessage: an inbound message with this id was processed before.
-var ErrDuplicateMessage = errors.New("message already processed")
-
-type messageIDKey struct{}
-
-// WithMessageID marks ctx as handling the inbound message id. The unit of
-// work of the command records id in the inbox in the same transaction as the
-// command's effect, and refuses a second message with the same id.
-func WithMessageID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, messageIDKey{}, id)
-}
-
-// MessageID returns the inbound message id ctx carries, or "".
-func MessageID(ctx context.Context) string {
-	id, _ := ctx.Value(messageIDKey{}).(string)
-	return id
 }

@@ -60,3 +60,7 @@ func (e cachedProduct) restore(sku string) (*domain.Product, productSnapshot) {
 	}
 	return domain.RestoreProduct(sku, e.version, slices.Clip(batches)), snap
 }
+
+// MaxCachedOwners bounds the batch-to-product cache: a batch never changes
+// product, so what was found once is remembered, up to this many.
+const MaxCachedOwners = 10_000
