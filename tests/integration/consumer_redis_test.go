@@ -47,7 +47,7 @@ func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *cons
 	t.Helper()
 	rc := connect(t)
 	prefix := testenv.Prefix()
-	t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
+	testenv.DeleteKeysAtEnd(t, rc, prefix)
 	log, _ := testLogger(t)
 	store := memory.NewStore()
 	real := servicelayer.NewBus(servicelayer.Dependencies{

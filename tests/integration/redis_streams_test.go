@@ -22,6 +22,7 @@ import (
 func TestRedisPublisherAppendsEachMessageToTheStreamOnce(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		messages := subscribeTo(t, rc, prefix+"line_allocated")
 		env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 		pub := redis.NewPublisher(rc, prefix)
@@ -53,6 +54,7 @@ type streamRig struct {
 func newStreamRig(t *testing.T, connect redisConnector) streamRig {
 	t.Helper()
 	r := streamRig{rc: connect(t), prefix: testenv.Prefix(), store: memory.NewStore()}
+	testenv.DeleteKeysAtEnd(t, r.rc, r.prefix) // after the consumers have stopped
 	r.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: r.store, Publisher: redis.NewPublisher(r.rc, r.prefix), Notifier: nopNotifier{}})
 	if _, err := r.bus.Handle(context.Background(), domain.CreateBatch{Ref: "b1", SKU: "LAMP", Qty: 1000}); err != nil {
 		t.Fatal(err)
