@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/alicebob/miniredis/v2/server"
 )
@@ -44,7 +45,10 @@ func resp3Hook(srv *server.Server) server.Hook {
 		mu.Lock()
 		capturing[capture] = true
 		mu.Unlock()
+		done := make(chan struct{})
+		go closeWith(c, capture, done)
 		srv.Dispatch(capture, append([]string{cmd}, args...))
+		close(done)
 		mu.Lock()
 		delete(capturing, capture)
 		mu.Unlock()
@@ -60,6 +64,25 @@ func resp3Hook(srv *server.Server) server.Hook {
 		}
 		c.WriteRaw(string(reply))
 		return true
+	}
+}
+
+// closeWith closes capture once c is closed, until done: a blocked read for
+// a client that went away ends at the next write to the server, as it
+// would without the hook, rather than taking an entry for nobody.
+func closeWith(c, capture *server.Peer, done <-chan struct{}) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			if c.Closed() {
+				capture.Close()
+				return
+			}
+		}
 	}
 }
 
