@@ -44,11 +44,12 @@ test-integration: services
 test-e2e: services
 	$(GO) test $(TESTFLAGS) ./tests/e2e/...
 
-lint: ## gofmt, go vet and staticcheck must be clean
+lint: ## gofmt, go vet and staticcheck must be clean; asyncapi.json must be valid, its schemas compile and agree with the code
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) test -count=1 -run '^TestAsyncAPI' ./tests/unit/
 
 fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/

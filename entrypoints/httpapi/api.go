@@ -114,6 +114,7 @@ func New(cfg Config) *echo.Echo {
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	e.GET("/openapi.json", serveOpenAPI)
+	e.GET("/asyncapi.json", serveAsyncAPI)
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
 	}
