@@ -22,6 +22,8 @@ func FuzzConsumerDecode(f *testing.F) {
 		`{"batchref": "b1", "qty": 5, "message_id": "m1"}`,
 		`{"orderid": "o1", "sku": "LAMP", "qty": 3}`,
 		`{"orderid": "o1", "sku": "LAMP", "qty": 1e3}`,
+		`{"orderid": "o1", "sku": "LAMP", "qty": 3, "colour": [1, {"a": null}], "correlation_id": "c1", "causation_id": "c0"}`,
+		`{"batchref": "b1", "qty": 5, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=b"}`,
 		`{"batchref": "b1", "qty": 5, "qty": 6}`,
 		`{"orderid": "\u0000", "sku": "", "qty": -1}`,
 		`null`, `[]`, `{}`, `{"a":{"b":[1,2,{"c":null}]}}`, ``,
