@@ -115,8 +115,40 @@ func TestEmbeddedRedisAnswersLikeRedisOverRESP2AndRESP3(t *testing.T) {
 					t.Errorf("%.80v:\nembedded %#v, %v\nredis    %#v, %v", step.args, got, gotErr, want, wantErr)
 				}
 			}
+			// MULTI/EXEC on one connection: each command is QUEUED, EXEC
+			// answers with all their replies.
+			tx := [][]any{
+				{"MULTI"},
+				{"LPUSH", prefix + "tx", "a"},
+				{"XADD", prefix + "txs", "1-1", "data", "x"},
+				{"LRANGE", prefix + "tx", "0", "-1"},
+				{"EXEC"},
+				{"DEL", prefix + "tx", prefix + "txs"},
+			}
+			want, got := transaction(t, real, tx), transaction(t, embedded, tx)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("MULTI/EXEC:\nembedded %#v\nredis    %#v", got, want)
+			}
 		})
 	}
+}
+
+// transaction sends cmds on one connection and returns their replies
+// (an error as its code).
+func transaction(t *testing.T, rc *goredis.Client, cmds [][]any) []any {
+	t.Helper()
+	ctx := context.Background()
+	conn := rc.Conn()
+	defer conn.Close()
+	var out []any
+	for _, cmd := range cmds {
+		v, err := conn.Do(ctx, cmd...).Result()
+		if err != nil {
+			v = errKind(err)
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 func reply(ctx context.Context, rc *goredis.Client, step respStep) (any, error) {
@@ -140,8 +172,8 @@ func errKind(err error) string {
 	return code
 }
 
-// What a consumer group reader gets over RESP3 is the same on both servers
-// through the typed API too, also when a blocked XREADGROUP is woken by an
+// What a consumer group reader gets is the same on both servers, over RESP2
+// and RESP3, through the typed API too, also when a blocked XREADGROUP is woken by an
 // entry appended meanwhile, and so is pub/sub.
 func TestEmbeddedRedisServesRESP3StreamReadersAndSubscribersLikeRedis(t *testing.T) {
 	t.Parallel()
@@ -155,11 +187,20 @@ func TestEmbeddedRedisServesRESP3StreamReadersAndSubscribersLikeRedis(t *testing
 		t.Fatal(err)
 	}
 	testenv.Redis(t)
-	prefix := testenv.Prefix()
-	servers := map[string]*goredis.Options{
-		"redis":    {Addr: opts.Addr, DB: opts.DB, Username: opts.Username, Password: opts.Password, Protocol: 3},
-		"embedded": {Addr: srv.Addr(), Protocol: 3},
+	for _, protocol := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", protocol), func(t *testing.T) {
+			readAndSubscribe(t, protocol, map[string]*goredis.Options{
+				"redis":    {Addr: opts.Addr, DB: opts.DB, Username: opts.Username, Password: opts.Password, Protocol: protocol},
+				"embedded": {Addr: srv.Addr(), Protocol: protocol},
+			})
+		})
 	}
+}
+
+// readAndSubscribe has a blocked XREADGROUP woken by an XADD, and a
+// subscriber get a message, on each server; both must see the same.
+func readAndSubscribe(t *testing.T, protocol int, servers map[string]*goredis.Options) {
+	prefix := testenv.Prefix()
 	got := map[string][]goredis.XStream{}
 	messages := map[string]string{}
 	for name, o := range servers {
@@ -213,7 +254,7 @@ func TestEmbeddedRedisServesRESP3StreamReadersAndSubscribersLikeRedis(t *testing
 	want := []goredis.XStream{{Stream: prefix + "allocate", Messages: []goredis.XMessage{{ID: "5-1", Values: map[string]any{"data": `{"orderid":"o1"}`, "message_id": "m1"}}}}}
 	for name := range servers {
 		if !reflect.DeepEqual(got[name], want) {
-			t.Errorf("%s: XREADGROUP woken by XADD read %+v, want %+v", name, got[name], want)
+			t.Errorf("%s over RESP%d: XREADGROUP woken by XADD read %+v, want %+v", name, protocol, got[name], want)
 		}
 		if messages[name] != prefix+"line_allocated hello" {
 			t.Errorf("%s: subscriber got %q", name, messages[name])
