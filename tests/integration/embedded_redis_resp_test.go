@@ -175,7 +175,7 @@ func errKind(err error) string {
 // What a consumer group reader gets is the same on both servers, over RESP2
 // and RESP3, through the typed API too, also when a blocked XREADGROUP is woken by an
 // entry appended meanwhile, and so is pub/sub.
-func TestEmbeddedRedisServesRESP3StreamReadersAndSubscribersLikeRedis(t *testing.T) {
+func TestEmbeddedRedisServesBlockedStreamReadersAndSubscribersLikeRedis(t *testing.T) {
 	t.Parallel()
 	srv, err := embeddedredis.Start("127.0.0.1:0")
 	if err != nil {
