@@ -13,8 +13,16 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 FUZZTIME ?= 60s
 
-run: build ## build and serve on HTTP_ADDR (default :8080) in the embedded mode: SQLite in DATA_DIR (./data), Redis on 127.0.0.1:6380
-	./$(BIN) serve
+# What `allocation version` prints: the nearest tag (or the commit) and the
+# full commit, from git; "dev" and "unknown" outside a git work tree.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+# exec: the service replaces the recipe's shell, so that a SIGTERM to make
+# reaches it (and it shuts down) instead of leaving it running as an orphan.
+run: build ## build and serve on HTTP_ADDR (default :8080) in the embedded mode: SQLite in DATA_DIR (./data), Redis on EMBEDDED_REDIS_ADDR (127.0.0.1:6380)
+	exec ./$(BIN) serve
 
 # The local PostgreSQL and Redis that `make services` starts, unless
 # DATABASE_URL and REDIS_URL say otherwise.
@@ -22,10 +30,10 @@ LOCAL_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/allocation?sslmode=disa
 LOCAL_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
 run-postgres: services build ## start PostgreSQL and Redis, build, and serve against them
-	DATABASE_URL="$${DATABASE_URL:-$(LOCAL_DATABASE_URL)}" REDIS_URL="$${REDIS_URL:-$(LOCAL_REDIS_URL)}" ./$(BIN) serve
+	DATABASE_URL="$${DATABASE_URL:-$(LOCAL_DATABASE_URL)}" REDIS_URL="$${REDIS_URL:-$(LOCAL_REDIS_URL)}" exec ./$(BIN) serve
 
-build:
-	$(GO) build -o $(BIN) ./cmd/allocation
+build: ## bin/allocation, stamped with VERSION and COMMIT
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/allocation
 
 services: ## make sure PostgreSQL and Redis are running
 	@bash scripts/services.sh
@@ -67,5 +75,5 @@ clean:
 .PHONY: bench
 BENCHFLAGS ?=
 bench: services ## measure the service against issue 5's targets (BENCHFLAGS=-quick for a smoke run)
-	$(GO) build -o $(BIN) ./cmd/allocation
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/allocation
 	$(GO) run ./cmd/loadgen -bin $(BIN) $(BENCHFLAGS)

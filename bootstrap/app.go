@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -70,8 +72,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New()
 	m.WatchDB(db.DB)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
-		pending, dead, oldest, err := store.Backlog(ctx)
-		return metrics.BacklogStats{Pending: pending, Dead: dead, OldestPending: oldest}, err
+		b, err := store.Backlog(ctx)
+		return metrics.BacklogStats{Pending: b.Pending, Dead: b.Dead, Blocked: b.Blocked, OldestPending: b.Oldest}, err
 	})
 
 	var notifier servicelayer.Notifier = notifications.NewLog(log)
@@ -99,13 +101,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Metrics: m.Handler(),
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
-	streams := redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
-		Consumer:      cfg.ConsumerName,
-		ClaimIdle:     cfg.StreamClaimIdle,
-		MaxDeliveries: cfg.StreamMaxDeliveries,
-	}, log)
+	sub.OnTrimmed(m.DeadLetterListTrimmed)
 	app := &App{
-		streams:    streams,
 		Bus:        bus,
 		Handler:    api,
 		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
@@ -120,6 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Bus:         bus,
 		Owners:      store,
 		Source:      sub,
+		DeadLetters: countedDeadLetters{DeadLetterRecorder: store, recorded: m.DeadLetterRecorded},
 		Log:         log,
 		Concurrency: cfg.ConsumerConcurrency,
 		Observe:     m.InboundMessage,
@@ -128,7 +126,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		app.Close()
 		return nil, err
 	}
+	app.streams = redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
+		Consumer:      cfg.ConsumerName,
+		ClaimIdle:     cfg.StreamClaimIdle,
+		MaxDeliveries: cfg.StreamMaxDeliveries,
+		// Entries the reader refuses itself are recorded like the others.
+		SetAside: app.Consumer.SetAsideEntry,
+	}, log)
 	return app, nil
+}
+
+// countedDeadLetters counts the dead letters recorded, by channel.
+type countedDeadLetters struct {
+	servicelayer.DeadLetterRecorder
+	recorded func(channel string)
+}
+
+func (c countedDeadLetters) RecordDeadLetter(ctx context.Context, l servicelayer.DeadLetter) (int64, error) {
+	id, err := c.DeadLetterRecorder.RecordDeadLetter(ctx, l)
+	if err == nil {
+		c.recorded(l.Channel)
+	}
+	return id, err
 }
 
 // databaseName names the database in readiness checks and errors.
@@ -181,6 +200,30 @@ func Migrate(ctx context.Context, cfg Config) error {
 	return postgres.Migrate(ctx, db)
 }
 
+// MigrationStatus lists the migrations, oldest first, with when the
+// database applied each: the SQLite file's when DATABASE_URL is unset (a
+// file that does not exist yet is not created: every migration is
+// pending), PostgreSQL's otherwise.
+func MigrationStatus(ctx context.Context, cfg Config) ([]sqlstore.MigrationState, error) {
+	if cfg.EmbeddedDatabase() {
+		if _, err := os.Stat(cfg.SQLitePath()); errors.Is(err, fs.ErrNotExist) {
+			return sqlite.MigrationStatus(ctx, nil)
+		}
+		db, err := sqlite.Open(ctx, cfg.SQLitePath())
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		return sqlite.MigrationStatus(ctx, db)
+	}
+	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer db.Close()
+	return postgres.MigrationStatus(ctx, db)
+}
+
 // Parts says which parts of the service Run runs.
 type Parts struct {
 	HTTP       bool
@@ -208,6 +251,7 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 			return fmt.Errorf("listen on %s: %w", a.cfg.HTTPAddr, err)
 		}
 		a.log.Info("http api listening", "addr", ln.Addr().String())
+		g.Go(func() error { a.announceReady(ctx, ln.Addr()); return nil })
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http server: %w", err)
@@ -233,6 +277,10 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 	if parts.Dispatcher {
 		a.log.Info("event dispatcher starting")
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
+		g.Go(func() error {
+			redis.Watch(ctx, a.redis, a.log, a.Dispatcher.Resume)
+			return nil
+		})
 	}
 	return g.Wait()
 }
@@ -286,6 +334,28 @@ func redisCLI(addr string) string {
 		return "redis-cli -p " + port
 	}
 	return "redis-cli -h " + host + " -p " + port
+}
+
+// RedisClient connects to the Redis the service uses, for a command that
+// runs beside it: REDIS_URL, or, when it is unset, the running service's
+// embedded Redis at EMBEDDED_REDIS_ADDR. It fails when that does not answer.
+func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
+	rawURL := cfg.RedisURL
+	if cfg.EmbeddedRedis() {
+		rawURL = "redis://" + cfg.EmbeddedRedisAddr + "/0"
+	}
+	rc, err := newRedisClient(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := rc.Ping(ctx).Err(); err != nil {
+		rc.Close()
+		if cfg.EmbeddedRedis() {
+			return nil, fmt.Errorf("no embedded Redis answers at %s (%w): start the service (allocation serve), or set REDIS_URL", cfg.EmbeddedRedisAddr, err)
+		}
+		return nil, fmt.Errorf("redis at %s: %w", redactURL(cfg.RedisURL), err)
+	}
+	return rc, nil
 }
 
 func newRedisClient(rawURL string) (*goredis.Client, error) {

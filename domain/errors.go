@@ -30,6 +30,13 @@ var (
 	ErrInvalid = errors.New("invalid value")
 )
 
+// IsRefusal reports whether err is the model refusing a request (an unknown
+// SKU or batch, a conflicting batch, an invalid value): asking again with the
+// same values gets the same answer.
+func IsRefusal(err error) bool {
+	return errors.Is(err, ErrInvalidSKU) || errors.Is(err, ErrUnknownBatch) || errors.Is(err, ErrBatchExists) || errors.Is(err, ErrInvalid)
+}
+
 // InvalidSKUError names the SKU that was not found. Its message is the one the
 // book's API returns: "Invalid sku X".
 type InvalidSKUError struct{ SKU string }

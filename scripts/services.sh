@@ -32,6 +32,7 @@ if ! pg_ready; then
   hba=/etc/postgresql/$version/main/pg_hba.conf
   # Local development and CI only: trust connections over loopback.
   if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    echo "services: adding 'trust' for 127.0.0.1 and ::1 to $hba${SUDO:+ (with sudo)}: local connections need no password"
     $SUDO sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
   fi
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main restart

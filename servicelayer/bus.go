@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"allocation/domain"
 )
@@ -17,10 +18,13 @@ type Result struct {
 
 type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []Delivery, error)
 
-// eventHandler runs inside the transaction of its delivery.
+// eventHandler runs inside the transaction of its delivery. A handler with
+// sendAll can also take many deliveries of one product at once, in order
+// (publishing a backlog in one round trip); it changes no stored state.
 type eventHandler struct {
-	name   string
-	handle func(ctx context.Context, tx Tx, env Envelope) error
+	name    string
+	handle  func(ctx context.Context, tx Tx, env Envelope) error
+	sendAll func(ctx context.Context, envs []Envelope) error
 }
 
 // Bus dispatches a command to its handler and then every event that follows
@@ -32,6 +36,7 @@ type Bus struct {
 	events   map[string][]eventHandler
 	log      *slog.Logger
 	observer Observer
+	pauses   *handlerPauses
 }
 
 // Dependencies are the adapters the handlers need.
@@ -42,6 +47,9 @@ type Dependencies struct {
 	Log       *slog.Logger
 	// Observer is told the outcome of every command and delivery; optional.
 	Observer Observer
+	// Retry says how long a handler is paused after a transient failure;
+	// DefaultRetryPolicy when zero.
+	Retry RetryPolicy
 }
 
 // Observer is told what the bus did, for metrics.
@@ -58,7 +66,7 @@ func (noObserver) EventDelivered(string, error) {}
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
 	h := handlers{uow: deps.UoW, publisher: deps.Publisher, notifier: deps.Notifier}
-	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer}
+	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry)}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -73,16 +81,22 @@ func NewBus(deps Dependencies) *Bus {
 	return b
 }
 
+// PublishHandler publishes every event other services hear about
+// (line_allocated, line_deallocated). One handler for all of them keeps them
+// in one queue per product: a line's line_deallocated goes out before the
+// line_allocated of its reallocation.
+const PublishHandler = "publish"
+
 // routes says which handlers each event has after the commit that raised it;
 // each is delivered through the event log. The read model is kept in the
 // raising transaction itself (handlers.updateReadModel), so that a caller
 // reads its own writes and the view can never lag behind or reorder.
 func routes(h handlers) map[string][]eventHandler {
+	publish := eventHandler{name: PublishHandler, handle: h.publishEvent, sendAll: h.publishEvents}
 	return map[string][]eventHandler{
-		domain.Allocated{}.Name(): {
-			event("publish_line_allocated", h.publishAllocatedEvent),
-		},
+		domain.Allocated{}.Name(): {publish},
 		domain.Deallocated{}.Name(): {
+			publish,
 			event("reallocate", h.reallocate),
 		},
 		domain.OutOfStock{}.Name(): {
@@ -143,7 +157,10 @@ func (b *Bus) drain(ctx context.Context, queue []Delivery) {
 		d := queue[0]
 		queue = queue[1:]
 		t := turn{d.Event.ProductSKU(), d.Handler}
-		if !d.InTurn || blocked[t] {
+		if !d.InTurn || blocked[t] || b.pauses.paused(d.Handler, time.Now()) {
+			// Left pending for the dispatcher, and so is every later
+			// delivery of this product for the handler.
+			blocked[t] = true
 			continue
 		}
 		more, err := b.deliver(ctx, d)
@@ -172,15 +189,79 @@ func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Delivery, error) {
 	}
 	more, err := b.uow.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
 	b.observer.EventDelivered(d.Handler, err)
-	switch {
-	case errors.Is(err, ErrNotDelivered):
+	if errors.Is(err, ErrNotDelivered) {
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)
-	case err != nil:
-		b.log.WarnContext(ctx, "event handler failed; the dispatcher retries it",
-			"handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID, "error", err)
+		return more, err
 	}
+	b.settled(ctx, d.Handler, err, "event", d.Event.Name(), "message_id", d.MessageID)
 	return more, err
 }
+
+// settled keeps the handler's pause up to date with the outcome of a
+// delivery, and logs a failure.
+func (b *Bus) settled(ctx context.Context, handler string, err error, attrs ...any) {
+	switch {
+	case err == nil:
+		b.pauses.succeeded(handler)
+	case errors.Is(err, ErrPermanent):
+		b.log.ErrorContext(ctx, "event handler refused an event; it is parked after its last attempt",
+			append(attrs, "handler", handler, "error", err)...)
+	default:
+		pause := b.pauses.failed(handler, time.Now())
+		b.log.WarnContext(ctx, "event handler failed; it is paused and the dispatcher retries",
+			append(attrs, "handler", handler, "retry_in", pause.String(), "error", err)...)
+	}
+}
+
+// Batchable reports whether handler can take many deliveries at once
+// (DeliverRun).
+func (b *Bus) Batchable(handler string) bool {
+	for _, hs := range b.events {
+		for _, eh := range hs {
+			if eh.name == handler {
+				return eh.sendAll != nil
+			}
+		}
+	}
+	return false
+}
+
+// DeliverRun hands a run of deliveries of one product and one batchable
+// handler, oldest first, to the handler at once. The caller marks them done
+// when it returns nil; on an error none of them counts as done.
+func (b *Bus) DeliverRun(ctx context.Context, run []Delivery) error {
+	if len(run) == 0 {
+		return nil
+	}
+	var send func(context.Context, []Envelope) error
+	for _, eh := range b.events[run[0].Event.Name()] {
+		if eh.name == run[0].Handler {
+			send = eh.sendAll
+		}
+	}
+	if send == nil {
+		return fmt.Errorf("handler %s cannot take a run: %w", run[0].Handler, ErrPermanent)
+	}
+	envs := make([]Envelope, len(run))
+	for i, d := range run {
+		envs[i] = d.Envelope
+	}
+	err := send(ctx, envs)
+	for range run {
+		b.observer.EventDelivered(run[0].Handler, err)
+	}
+	b.settled(ctx, run[0].Handler, err, "events", len(run), "first_message_id", run[0].MessageID)
+	return err
+}
+
+// Paused reports whether handler is paused after a transient failure.
+func (b *Bus) Paused(handler string) bool { return b.pauses.paused(handler, time.Now()) }
+
+// PausedUntil is when the earliest pause ends; zero when none.
+func (b *Bus) PausedUntil() time.Time { return b.pauses.next() }
+
+// Resume ends every pause: a dependency is back.
+func (b *Bus) Resume() { b.pauses.resumeAll() }
 
 // command adapts a typed handler to the bus; the map key guarantees the type.
 func command[C domain.Command](h func(context.Context, C) (Result, []Delivery, error)) commandHandler {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 
 	"allocation/domain"
@@ -93,31 +92,4 @@ func WithMessageID(ctx context.Context, id string) context.Context {
 func MessageID(ctx context.Context) string {
 	id, _ := ctx.Value(messageIDKey{}).(string)
 	return id
-}
-
-// RetryPolicy says when a failed delivery is tried again and when it is
-// parked as dead.
-type RetryPolicy struct {
-	MaxAttempts int
-	Initial     time.Duration
-	Max         time.Duration
-}
-
-// DefaultRetryPolicy retries for about five minutes before parking an event.
-func DefaultRetryPolicy() RetryPolicy {
-	return RetryPolicy{MaxAttempts: 12, Initial: 100 * time.Millisecond, Max: time.Minute}
-}
-
-// Delay is how long to wait after the given number of failed attempts:
-// exponential, capped at Max, with jitter so that replicas do not retry in step.
-func (p RetryPolicy) Delay(attempts int) time.Duration {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = p.Initial
-	bo.MaxInterval = p.Max
-	bo.MaxElapsedTime = 0
-	d := bo.NextBackOff()
-	for i := 1; i < attempts; i++ {
-		d = bo.NextBackOff()
-	}
-	return d
 }

@@ -88,8 +88,13 @@ func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatc
 
 // reallocate gives a deallocated line a new batch, as if it were ordered
 // again. A redelivery finds the line allocated already and changes nothing.
+// A line the domain refuses (its product is gone) is refused every time: that
+// is a permanent failure, parked for an operator.
 func (h handlers) reallocate(ctx context.Context, tx Tx, ev domain.Deallocated, _ Envelope) error {
 	_, err := allocate(ctx, tx, domain.OrderLine{OrderID: ev.OrderID, SKU: ev.SKU, Qty: ev.Qty})
+	if domain.IsRefusal(err) {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
 	return err
 }
 
@@ -121,10 +126,15 @@ func updateReadModel(ctx context.Context, tx Tx, ev domain.Event) error {
 	return nil
 }
 
-// publishAllocatedEvent keeps the event's message id, so that a receiver can
+// publishEvent keeps the event's message id, so that a receiver can
 // recognise a redelivery.
-func (h handlers) publishAllocatedEvent(ctx context.Context, _ Tx, _ domain.Allocated, env Envelope) error {
+func (h handlers) publishEvent(ctx context.Context, _ Tx, env Envelope) error {
 	return h.publisher.Publish(ctx, env)
+}
+
+// publishEvents publishes a backlog of one product in order, at once.
+func (h handlers) publishEvents(ctx context.Context, envs []Envelope) error {
+	return h.publisher.PublishBatch(ctx, envs)
 }
 
 func (h handlers) sendOutOfStockNotification(ctx context.Context, _ Tx, ev domain.OutOfStock, _ Envelope) error {

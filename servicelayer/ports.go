@@ -36,13 +36,28 @@ type UnitOfWork interface {
 // EventLog is what the background dispatcher reads.
 type EventLog interface {
 	// Due returns up to limit deliveries whose time has come: for each
-	// product and handler only the oldest pending one, oldest first.
+	// product and handler only the first one not done, when it is pending
+	// (not parked as dead: what comes after a parked delivery waits for an
+	// operator), due and held by no one, oldest first. Its cost grows with
+	// the number of products and handlers waiting, not of deliveries.
 	Due(ctx context.Context, limit int) ([]Delivery, error)
-	// NextDue says when the next pending delivery falls due; zero when none.
+	// NextDue says when the next of those falls due; zero when none.
 	NextDue(ctx context.Context) (time.Time, error)
 	// Wake signals that deliveries may have become due (a failure was
 	// recorded, an event was replayed), possibly by another process.
 	Wake() <-chan struct{}
+	// ClaimRun takes head, which Due returned, and up to limit-1 pending
+	// deliveries of its product and handler that follow it, in order, for
+	// this process (a lease, as Deliver's). ErrNotDelivered when head is
+	// no longer first in line or is taken.
+	ClaimRun(ctx context.Context, head Delivery, limit int) ([]Delivery, error)
+	// CompleteRun marks a claimed run done.
+	CompleteRun(ctx context.Context, run []Delivery) error
+	// ReleaseRun gives a claimed run back, due again at once. With a cause
+	// the attempt failed: it is recorded on the run's first delivery, which
+	// falls due after the retry policy's delay (or is parked as dead when
+	// the cause is permanent and it was its last attempt).
+	ReleaseRun(ctx context.Context, run []Delivery, cause error) error
 }
 
 // Tx is what a handler may touch inside a unit of work.
@@ -88,9 +103,14 @@ type Allocation struct {
 	BatchRef string
 }
 
-// Publisher tells other services about an event.
+// Publisher tells other services about events. An event it cannot encode
+// fails with ErrPermanent; any other error is taken as transient.
 type Publisher interface {
 	Publish(ctx context.Context, msg Envelope) error
+	// PublishBatch publishes msgs in order, at once (one round trip where
+	// the broker allows). On an error some may have gone out: publishing
+	// them again is safe, receivers drop repeats by message id.
+	PublishBatch(ctx context.Context, msgs []Envelope) error
 }
 
 // Notifier sends a message to a person (for example by email).

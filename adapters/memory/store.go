@@ -5,6 +5,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -55,6 +56,7 @@ type Store struct {
 	policy   servicelayer.RetryPolicy
 	now      func() time.Time
 	wake     chan struct{}
+	dead     []servicelayer.DeadLetter // dead letters, by id - 1
 }
 
 func NewStore() *Store {
@@ -170,11 +172,7 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 	}
 	t := s.begin()
 	if err := fn(t); err != nil {
-		state.attempts++
-		state.lastError = err.Error()
-		state.next = s.now().Add(s.policy.Delay(state.attempts))
-		state.dead = state.attempts >= s.policy.MaxAttempts
-		s.signal()
+		s.fail(state, err)
 		return nil, err
 	}
 	state.attempts++
@@ -182,8 +180,19 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 	return s.commit(ctx, t), nil
 }
 
+// fail records a failed attempt: due again after the policy's delay, or
+// parked when the failure is permanent and it was the last attempt.
+func (s *Store) fail(state *delivery, err error) {
+	state.attempts++
+	state.lastError = err.Error()
+	state.next = s.now().Add(s.policy.Delay(state.attempts))
+	state.dead = s.policy.Parks(state.attempts, errors.Is(err, servicelayer.ErrPermanent))
+	s.signal()
+}
+
 // pending returns the state of d when it may be delivered now: pending, and
-// every earlier event of its product done or dead for this handler.
+// every earlier event of its product done for this handler (behind a dead
+// one it waits for an operator).
 func (s *Store) pending(d servicelayer.Delivery) *delivery {
 	for _, e := range s.log {
 		state, ok := e.deliveries[d.Handler]
@@ -196,7 +205,7 @@ func (s *Store) pending(d servicelayer.Delivery) *delivery {
 			}
 			return state
 		}
-		if e.env.Event.ProductSKU() == d.Event.ProductSKU() && !state.done && !state.dead {
+		if e.env.Event.ProductSKU() == d.Event.ProductSKU() && !state.done {
 			return nil
 		}
 	}
@@ -213,11 +222,11 @@ func (s *Store) Due(_ context.Context, limit int) ([]servicelayer.Delivery, erro
 	for _, e := range s.log {
 		for h, d := range e.deliveries {
 			k := key{e.env.Event.ProductSKU(), h}
-			if d.done || d.dead || seen[k] {
+			if d.done || seen[k] {
 				continue
 			}
 			seen[k] = true // later events of the product wait for this one
-			if !d.next.After(s.now()) && len(out) < limit {
+			if !d.dead && !d.next.After(s.now()) && len(out) < limit {
 				out = append(out, servicelayer.Delivery{Envelope: e.env, Handler: h})
 			}
 		}
@@ -238,6 +247,50 @@ func (s *Store) NextDue(context.Context) (time.Time, error) {
 		}
 	}
 	return next, nil
+}
+
+// ClaimRun implements servicelayer.EventLog. The memory store has one
+// dispatcher, so a claim is only the check that head is first in line.
+func (s *Store) ClaimRun(_ context.Context, head servicelayer.Delivery, limit int) ([]servicelayer.Delivery, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending(head) == nil {
+		return nil, servicelayer.ErrNotDelivered
+	}
+	var run []servicelayer.Delivery
+	for _, e := range s.log {
+		d, ok := e.deliveries[head.Handler]
+		if !ok || e.env.LogID < head.LogID || e.env.Event.ProductSKU() != head.Event.ProductSKU() || d.done {
+			continue
+		}
+		if d.dead || len(run) == limit {
+			break
+		}
+		run = append(run, servicelayer.Delivery{Envelope: e.env, Handler: head.Handler})
+	}
+	return run, nil
+}
+
+// CompleteRun implements servicelayer.EventLog.
+func (s *Store) CompleteRun(_ context.Context, run []servicelayer.Delivery) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range run {
+		state := s.log[d.LogID-1].deliveries[d.Handler]
+		state.attempts++
+		state.done = true
+	}
+	return nil
+}
+
+// ReleaseRun implements servicelayer.EventLog.
+func (s *Store) ReleaseRun(_ context.Context, run []servicelayer.Delivery, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(run) > 0 && cause != nil {
+		s.fail(s.log[run[0].LogID-1].deliveries[run[0].Handler], cause)
+	}
+	return nil
 }
 
 // Wake implements servicelayer.EventLog.
@@ -283,7 +336,7 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
 // waiting reports whether an event of sku is pending for handler in log.
 func waiting(log []*logEntry, sku, handler string) bool {
 	for _, e := range log {
-		if d, ok := e.deliveries[handler]; ok && e.env.Event.ProductSKU() == sku && !d.done && !d.dead {
+		if d, ok := e.deliveries[handler]; ok && e.env.Event.ProductSKU() == sku && !d.done {
 			return true
 		}
 	}

@@ -1,6 +1,6 @@
 // Package metrics exposes what the service does as Prometheus metrics:
-// HTTP requests, commands, event deliveries, inbound messages, the event
-// log's backlog and the database pool.
+// HTTP requests, commands, event deliveries, inbound messages, dead letters,
+// the event log's backlog and the database pool.
 package metrics
 
 import (
@@ -26,6 +26,8 @@ type Metrics struct {
 	commands     *prometheus.CounterVec
 	deliveries   *prometheus.CounterVec
 	inbound      *prometheus.CounterVec
+	deadLetters  *prometheus.CounterVec
+	listTrimmed  prometheus.Counter
 }
 
 func New() *Metrics {
@@ -47,8 +49,14 @@ func New() *Metrics {
 		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allocation_inbound_messages_total", Help: "Inbound Redis messages by channel and outcome (handled, duplicate, dead_lettered, unsettled).",
 		}, []string{"channel", "outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allocation_dead_letters_recorded_total", Help: "Refused inbound messages recorded in the database as dead letters, by channel.",
+		}, []string{"channel"}),
+		listTrimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "allocation_dead_letter_list_trimmed_total", Help: "Oldest entries trimmed off the Redis list dead_letter to keep it at its bound (the database keeps them).",
+		}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -84,6 +92,16 @@ func (m *Metrics) InboundMessage(channel, outcome string) {
 	m.inbound.WithLabelValues(channel, outcome).Inc()
 }
 
+// DeadLetterRecorded counts one dead letter recorded in the database.
+func (m *Metrics) DeadLetterRecorded(channel string) {
+	m.deadLetters.WithLabelValues(channel).Inc()
+}
+
+// DeadLetterListTrimmed counts n dead letters trimmed off the Redis list.
+func (m *Metrics) DeadLetterListTrimmed(n int) {
+	m.listTrimmed.Add(float64(n))
+}
+
 func outcome(err error, ok string) string {
 	if err == nil {
 		return ok
@@ -99,6 +117,9 @@ func (m *Metrics) WatchDB(db *sql.DB) {
 // BacklogStats is what the event log says about deliveries left to do.
 type BacklogStats struct {
 	Pending, Dead int
+	// Blocked are pending deliveries waiting behind a dead one of their
+	// product and handler, for an operator to replay or skip it.
+	Blocked int
 	// OldestPending is when the oldest pending event occurred; zero if none.
 	OldestPending time.Time
 }
@@ -111,6 +132,7 @@ func (m *Metrics) WatchEventLog(stats func(ctx context.Context) (BacklogStats, e
 var (
 	pendingDesc = prometheus.NewDesc("allocation_event_deliveries_pending", "Event deliveries not done yet.", nil, nil)
 	deadDesc    = prometheus.NewDesc("allocation_event_deliveries_dead", "Event deliveries parked as dead.", nil, nil)
+	blockedDesc = prometheus.NewDesc("allocation_event_deliveries_blocked", "Pending event deliveries waiting behind one parked as dead (allocation events replay|skip).", nil, nil)
 	oldestDesc  = prometheus.NewDesc("allocation_event_oldest_pending_age_seconds", "Age of the oldest event with a delivery not done.", nil, nil)
 )
 
@@ -121,6 +143,7 @@ type backlogCollector struct {
 func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pendingDesc
 	ch <- deadDesc
+	ch <- blockedDesc
 	ch <- oldestDesc
 }
 
@@ -138,5 +161,6 @@ func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(s.Dead))
+	ch <- prometheus.MustNewConstMetric(blockedDesc, prometheus.GaugeValue, float64(s.Blocked))
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
 }

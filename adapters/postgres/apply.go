@@ -196,8 +196,12 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 	queue := s.events(c, ok)
 
 	// What comes back: the deliveries queued, and whether the dispatchers
-	// were woken for deliveries not in turn or waiting for one done here.
-	wake := "NOT q.in_turn"
+	// were woken for deliveries waiting for one done here. A delivery not
+	// in turn wakes nobody: it waits for an earlier one, and whoever
+	// completes that one wakes the dispatchers (markDone). Waking them on
+	// every such write would have them scan the event log once per request
+	// while Redis is down.
+	wake := "false"
 	if len(c.Done) > 0 {
 		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x
 	ON x.aggregate = done.aggregate AND x.handler = done.handler AND x.event_id > done.event_id
@@ -281,7 +285,7 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 	}
 	s.part("queue", `SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
 	NOT EXISTS (SELECT 1 FROM event_deliveries x
-		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status = 'pending'%s) AS in_turn
+		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status <> 'done'%s) AS in_turn
 	FROM unnest(%s, %s) AS d(message_id, handler) JOIN logged l ON l.message_id = d.message_id::uuid`,
 		made, s.arg(pq.Array(deliveryIDs), "text[]"), s.arg(pq.Array(handlers), "text[]"))
 	s.part("queued", `INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)

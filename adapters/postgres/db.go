@@ -79,3 +79,9 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 	}
 	return sqlstore.Migrate(ctx, db, goose.DialectPostgres, migrations, goose.WithSessionLocker(locker))
 }
+
+// MigrationStatus lists the migrations with when db applied each, oldest
+// first; it does not wait for a migration in progress.
+func MigrationStatus(ctx context.Context, db *sqlx.DB) ([]sqlstore.MigrationState, error) {
+	return sqlstore.MigrationStatus(ctx, db, goose.DialectPostgres, migrations)
+}

@@ -110,3 +110,13 @@ func encode(env servicelayer.Envelope) (channel string, body []byte, err error) 
 		return "", nil, fmt.Errorf("no channel for event %s", env.Event.Name())
 	}
 }
+
+// PublishBatch publishes envs in order.
+func (p *Publisher) PublishBatch(ctx context.Context, envs []servicelayer.Envelope) error {
+	for _, env := range envs {
+		if err := p.Publish(ctx, env); err != nil {
+			return err
+		}
+	}
+	return nil
+}

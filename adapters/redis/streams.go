@@ -24,6 +24,12 @@ type StreamOptions struct {
 	// MaxDeliveries is how often an entry is tried before it is set aside
 	// as a dead letter (5).
 	MaxDeliveries int64
+	// SetAside records an entry the reader refuses itself (it has no
+	// "data" field, or was delivered MaxDeliveries times) as a dead letter;
+	// the entry is acknowledged only once it returns nil, and stays pending
+	// (tried again later) otherwise. The consumer's SetAsideEntry records
+	// it in the database. Nil keeps it in the Redis list dead_letter only.
+	SetAside func(ctx context.Context, stream, id string, payload []byte, reason string) error
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -195,6 +201,13 @@ func (r *StreamReader) reclaim(ctx context.Context, key string, handle streamHan
 
 func (r *StreamReader) deadLetter(ctx context.Context, stream string, m goredis.XMessage, reason string) bool {
 	payload, _ := m.Values["data"].(string)
+	if r.opts.SetAside != nil {
+		if err := r.opts.SetAside(ctx, stream, m.ID, []byte(payload), reason); err != nil {
+			r.log.ErrorContext(ctx, "stream entry not set aside: it stays pending", "stream", stream, "id", m.ID, "error", err)
+			return false
+		}
+		return true
+	}
 	r.log.WarnContext(ctx, "stream entry set aside", "stream", stream, "id", m.ID, "reason", reason)
 	if err := r.dead.DeadLetter(ctx, stream, []byte(payload), reason+" (stream entry "+m.ID+")"); err != nil {
 		r.log.ErrorContext(ctx, "dead letter lost", "stream", stream, "id", m.ID, "error", err)

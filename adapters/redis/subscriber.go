@@ -15,8 +15,9 @@ import (
 )
 
 // DeadLetters is the list where messages that could not be applied are kept,
-// newest last; it is trimmed to the last MaxDeadLetters so that a flood of
-// poison messages cannot fill Redis.
+// newest last, for a quick look; it is trimmed to the last MaxDeadLetters so
+// that a flood of poison messages cannot fill Redis. The database keeps every
+// one of them (the consumer records them there first).
 const (
 	DeadLetters    = "dead_letter"
 	MaxDeadLetters = 10_000
@@ -30,6 +31,8 @@ type Subscriber struct {
 
 	readyOnce sync.Once
 	ready     chan struct{}
+	// trimmed is told how many old entries each DeadLetter trimmed off.
+	trimmed func(n int)
 }
 
 // NewSubscriber subscribes to prefix+channel; the prefix is used as is.
@@ -37,8 +40,12 @@ func NewSubscriber(c *goredis.Client, prefix string, log *slog.Logger) *Subscrib
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Subscriber{client: c, prefix: prefix, log: log, ready: make(chan struct{})}
+	return &Subscriber{client: c, prefix: prefix, log: log, ready: make(chan struct{}), trimmed: func(int) {}}
 }
+
+// OnTrimmed has f told how many of the oldest dead letters each DeadLetter
+// trimmed off the list (n > 0), for a metric; call it before Run.
+func (s *Subscriber) OnTrimmed(f func(n int)) { s.trimmed = f }
 
 // Ready is closed once Run has confirmed its first subscription to every
 // channel. Pub/sub drops what is published before that, so tests (and
@@ -123,14 +130,20 @@ func (s *Subscriber) DeadLetter(ctx context.Context, channel string, payload []b
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
 	key := s.prefix + DeadLetters
-	// Push and trim in one transaction: the list never exceeds its bound.
+	// Push and trim in one transaction: the list never exceeds its bound,
+	// and the length RPUSH answers is the one LTRIM cuts down, so what is
+	// beyond the bound is exactly what was trimmed.
+	var length *goredis.IntCmd
 	_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.RPush(ctx, key, body)
+		length = p.RPush(ctx, key, body)
 		p.LTrim(ctx, key, -MaxDeadLetters, -1)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("dead-letter message from %s: %w", channel, err)
+	}
+	if n := length.Val() - MaxDeadLetters; n > 0 {
+		s.trimmed(int(n))
 	}
 	return nil
 }

@@ -84,3 +84,9 @@ var migrations embed.FS
 func Migrate(ctx context.Context, db *sqlx.DB) error {
 	return sqlstore.Migrate(ctx, db, goose.DialectSQLite3, migrations)
 }
+
+// MigrationStatus lists the migrations with when db applied each, oldest
+// first; a nil db is a file not created yet, where every one is pending.
+func MigrationStatus(ctx context.Context, db *sqlx.DB) ([]sqlstore.MigrationState, error) {
+	return sqlstore.MigrationStatus(ctx, db, goose.DialectSQLite3, migrations)
+}

@@ -107,16 +107,27 @@ func (s *Store) Replay(ctx context.Context, eventID int64) (int, error) {
 	return int(n), s.dialect.Notify(ctx)
 }
 
-// Backlog counts the deliveries not done and parked as dead, and says when
-// the oldest event with a pending delivery occurred (zero when none).
-func (s *Store) Backlog(ctx context.Context) (pending, dead int, oldest time.Time, err error) {
+// Backlog is what the event log holds that is not done.
+type Backlog struct {
+	Pending, Dead int
+	// Blocked are pending deliveries behind a dead one of their product.
+	Blocked int
+	// Oldest is when the oldest event with a pending delivery occurred;
+	// zero when none.
+	Oldest time.Time
+}
+
+// Backlog counts the deliveries not done, parked as dead, and blocked
+// behind a dead one.
+func (s *Store) Backlog(ctx context.Context) (Backlog, error) {
 	var row struct {
 		Pending int       `db:"pending"`
 		Dead    int       `db:"dead"`
+		Blocked int       `db:"blocked"`
 		Oldest  Timestamp `db:"oldest"`
 	}
 	if err := s.db.GetContext(ctx, &row, s.queries.backlog); err != nil {
-		return 0, 0, time.Time{}, s.dialect.Classify(fmt.Errorf("read event log backlog: %w", err))
+		return Backlog{}, s.dialect.Classify(fmt.Errorf("read event log backlog: %w", err))
 	}
-	return row.Pending, row.Dead, row.Oldest.Time, nil
+	return Backlog{Pending: row.Pending, Dead: row.Dead, Blocked: row.Blocked, Oldest: row.Oldest.Time}, nil
 }

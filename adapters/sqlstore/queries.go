@@ -25,11 +25,29 @@ LEFT JOIN allocations a ON a.batch_id = b.id AND %s
 WHERE p.sku = ?
 ORDER BY b.id, a.id`
 
-// pendingBefore is true for a pending delivery of the same product and
-// handler as the row d that was queued before it; such a delivery goes
-// first.
-const pendingBefore = `EXISTS (SELECT 1 FROM event_deliveries x
-	WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status = 'pending' AND x.event_id < d.event_id)`
+// openBefore is true for a delivery of the same product and handler as the
+// row d, queued before it and not done: pending, or parked as dead. Such a
+// delivery goes first; behind a dead one the product waits for an operator
+// (events replay or skip), so that its order is never broken.
+const openBefore = `EXISTS (SELECT 1 FROM event_deliveries x
+	WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status <> 'done' AND x.event_id < d.event_id)`
+
+// dueHeads selects, among the first delivery not done of every product and
+// handler (the dialect's heads query: aggregate, handler, event_id), those
+// that are pending and due: the only deliveries a dispatcher can make now.
+const dueHeads = `
+SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
+FROM (%s) h
+JOIN event_deliveries d ON d.event_id = h.event_id AND d.handler = h.handler
+JOIN event_log e ON e.id = d.event_id
+WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+ORDER BY d.event_id LIMIT ?`
+
+// nextHead is when the first pending head falls due.
+const nextHead = `
+SELECT min(d.next_attempt_at) FROM (%s) h
+JOIN event_deliveries d ON d.event_id = h.event_id AND d.handler = h.handler
+WHERE d.status = 'pending'`
 
 // queries are the statements of the store in the dialect's placeholders.
 type queries struct {
@@ -37,10 +55,12 @@ type queries struct {
 
 	skuOfBatch, allocations string
 
-	due, nextDue, dead, replay, backlog, claim, recordFailure string
+	due, nextDue, dead, replay, skip, backlog, claim, recordFailure string
+
+	claimRun, runRows, releaseRun, attempts string
 }
 
-func rebindQueries(bind int) queries {
+func rebindQueries(bind int, heads string) queries {
 	r := func(q string) string { return sqlx.Rebind(bind, q) }
 	load := func(lines string) string { return r(fmt.Sprintf(loadProduct, lines)) }
 	return queries{
@@ -52,14 +72,8 @@ func rebindQueries(bind int) queries {
 		skuOfBatch:  r(`SELECT sku FROM batches WHERE reference = ?`),
 		allocations: r(`SELECT sku, batchref FROM allocations_view WHERE orderid = ? ORDER BY id`),
 
-		due: r(`
-			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
-			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
-			WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT ` + pendingBefore + `
-			ORDER BY d.event_id LIMIT ?`),
-		// Only the first pending delivery of each product and handler can
-		// fall due: the others wait for it, not for the clock.
-		nextDue: r(`SELECT min(d.next_attempt_at) FROM event_deliveries d WHERE d.status = 'pending' AND NOT ` + pendingBefore),
+		due:     r(fmt.Sprintf(dueHeads, heads)),
+		nextDue: r(fmt.Sprintf(nextHead, heads)),
 		dead: r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
 			       e.causation_id, e.correlation_id, d.attempts, d.last_error, d.updated_at
@@ -68,9 +82,17 @@ func rebindQueries(bind int) queries {
 		replay: r(`
 			UPDATE event_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?, claimed_until = NULL
 			WHERE event_id = ? AND status = 'dead'`),
+		// A skipped delivery is done: what waited behind it goes on.
+		skip: r(`
+			UPDATE event_deliveries SET status = 'done', last_error = 'skipped by an operator after: ' || coalesce(last_error, ''),
+			       updated_at = ?, claimed_until = NULL
+			WHERE event_id = ? AND status = 'dead'`),
+		// blocked: pending deliveries waiting behind a dead one.
 		backlog: r(`
 			SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
 			       count(*) FILTER (WHERE d.status = 'dead') AS dead,
+			       count(*) FILTER (WHERE d.status = 'pending' AND EXISTS (SELECT 1 FROM event_deliveries x
+			           WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status = 'dead' AND x.event_id < d.event_id)) AS blocked,
 			       min(e.occurred_at) FILTER (WHERE d.status = 'pending') AS oldest
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.status <> 'done'`),
@@ -82,8 +104,32 @@ func rebindQueries(bind int) queries {
 			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
 			WHERE d.event_id = ? AND d.handler = ? AND d.status = 'pending'
 			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-			  AND NOT ` + pendingBefore + `
+			  AND NOT ` + openBefore + `
 			RETURNING attempts`),
+		// A run: the head (the first argument after the lease) when no
+		// delivery of its product and handler is open before it, and the
+		// pending deliveries after it, up to a limit. Only those nobody
+		// holds are taken; the caller keeps the ones in a row from the
+		// head.
+		claimRun: r(`
+			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
+			WHERE d.aggregate = ? AND d.handler = ? AND d.status = 'pending'
+			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
+			  AND d.event_id IN (SELECT event_id FROM event_deliveries
+			      WHERE aggregate = ? AND handler = ? AND status <> 'done' AND event_id >= ?
+			      ORDER BY event_id LIMIT ?)
+			  AND NOT EXISTS (SELECT 1 FROM event_deliveries x
+			      WHERE x.aggregate = ? AND x.handler = ? AND x.status <> 'done' AND x.event_id < ?)
+			RETURNING event_id`),
+		runRows: r(`
+			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
+			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
+			WHERE d.aggregate = ? AND d.handler = ? AND d.status <> 'done' AND d.event_id BETWEEN ? AND ?
+			ORDER BY d.event_id`),
+		attempts: r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`),
+		releaseRun: r(`
+			UPDATE event_deliveries SET claimed_until = NULL, next_attempt_at = ?
+			WHERE aggregate = ? AND handler = ? AND status = 'pending' AND event_id BETWEEN ? AND ?`),
 		recordFailure: r(`
 			UPDATE event_deliveries SET attempts = ?, status = ?, last_error = ?, updated_at = ?, next_attempt_at = ?, claimed_until = NULL
 			WHERE event_id = ? AND handler = ? AND status = 'pending'`),

@@ -108,7 +108,7 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			if _, ok := waiting[t]; ok {
 				continue
 			}
-			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status = 'pending'`, t.sku, t.handler) {
+			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status <> 'done'`, t.sku, t.handler) {
 				if !made[DeliveryKey{EventID: id, Handler: h}] {
 					waiting[t] = true
 				}
@@ -124,7 +124,9 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 			inTurn := !waiting[turn{env.Event.ProductSKU(), h}]
 			next := c.FirstAttempt
 			if !inTurn {
-				next, wake = c.Now, true // due at once: the dispatcher keeps the order
+				// Due once the one before it is done; whoever completes
+				// that one wakes the dispatcher.
+				next = c.Now
 			}
 			w.exec(`INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
 				logID, h, env.Event.ProductSKU(), next, c.Now)

@@ -58,6 +58,10 @@ type Dialect interface {
 	// made again and its receivers drop the repeat), so it need not wait for
 	// the disk.
 	MarkDone(ctx context.Context, done []DeliveryKey, now time.Time) error
+	// HeadsQuery is a query of the first delivery not done of every
+	// product and handler (columns aggregate, handler, event_id), served by
+	// the index on open deliveries (aggregate, handler, event_id).
+	HeadsQuery() string
 	// Notify wakes the dispatchers of every process on the database.
 	Notify(ctx context.Context) error
 	// Wake delivers the wake-ups, possibly sent by another process.
@@ -84,6 +88,9 @@ type Store struct {
 	marks   marks
 	writes  *committer
 	queries queries
+	// deadLetters gathers concurrent dead letters into one write.
+	deadLetters deadLetterQueue
+	dlQueries   deadLetterQueries
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,11 +114,12 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 			bo.MaxElapsedTime = 10 * time.Second
 			return bo
 		},
-		locks:   productLocks{locks: map[string]*productLock{}},
-		owners:  newBounded[string, string](MaxCachedOwners),
-		cache:   productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
-		queries: rebindQueries(dialect.BindType()),
-		stmts:   NewStatements(db, dialect.Classify),
+		locks:     productLocks{locks: map[string]*productLock{}},
+		owners:    newBounded[string, string](MaxCachedOwners),
+		cache:     productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
+		queries:   rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
+		dlQueries: rebindDeadLetterQueries(dialect.BindType()),
+		stmts:     NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s
 	s.writes = startCommitter(dialect)

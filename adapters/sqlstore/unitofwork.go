@@ -159,10 +159,11 @@ func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error)
 }
 
 // recordFailure notes a failed attempt and when to try again, or parks the
-// delivery as dead after its last attempt, and wakes the dispatchers.
+// delivery as dead after its last attempt when the failure is permanent, and
+// wakes the dispatchers.
 func (s *Store) recordFailure(ctx context.Context, d servicelayer.Delivery, attempts int, cause error) error {
 	status := "pending"
-	if attempts >= s.policy.MaxAttempts {
+	if s.policy.Parks(attempts, errors.Is(cause, servicelayer.ErrPermanent)) {
 		status = "dead"
 	}
 	now := time.Now().UTC()

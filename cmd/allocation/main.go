@@ -8,33 +8,47 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"allocation/adapters/redis"
 	"allocation/bootstrap"
+	"allocation/entrypoints/cli"
 	"allocation/servicelayer"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3"; a
-// linker flag can only set a package-level string, hence this one global.
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=v1.2.3 -X main.commit=..." (make build does, from git); a
+// linker flag can only set a package-level string, hence these globals.
+// Without a commit the one the go command recorded is shown, if any.
+var version, commit = "dev", ""
 
 const usage = `allocation allocates order lines to batches of stock.
 
 Usage:
   allocation serve [flags]   run the HTTP API and the Redis consumer (applies migrations first)
   allocation migrate         apply database migrations and exit
+  allocation migrate status  list the migrations, each applied (when) or pending
   allocation events dead     list the event deliveries parked as dead, with their last error
   allocation events replay ID
                              put the dead deliveries of event ID back in line
+  allocation events skip ID  give up the dead deliveries of event ID, so that
+                             the ones of its product waiting behind go on
+  allocation dead-letters list [-limit N] [-json]
+                             list the inbound messages refused, oldest first
+  allocation dead-letters retry ID
+                             put refused message ID back on its stream or channel
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
+  allocation COMMAND -h      show the help of one command
 
 Configuration comes from the environment. With neither DATABASE_URL nor
 REDIS_URL set the service needs nothing else: it keeps its data in a SQLite
@@ -62,25 +76,61 @@ file and runs a Redis-protocol server of its own (embedded mode).
 // (`allocation migrate -h`); serve's flags explain themselves.
 var subcommandHelp = map[string]string{
 	"migrate": `Usage: allocation migrate
+       allocation migrate status
 
-Applies the database migrations that have not run yet and exits: PostgreSQL
-at DATABASE_URL, or the SQLite file in DATA_DIR when it is unset. Replicas
-that migrate together apply each migration once. ` + "`allocation serve`" + ` migrates
-at start-up too, unless -skip-migrate.
+migrate   applies the database migrations that have not run yet and exits.
+          Replicas that migrate together apply each migration once.
+          ` + "`allocation serve`" + ` migrates at start-up too, unless -skip-migrate.
+status    lists every migration with when it was applied, or "pending",
+          and changes nothing (a SQLite file that does not exist yet is
+          not created).
+Both work on PostgreSQL at DATABASE_URL, or on the SQLite file in DATA_DIR
+when it is unset.
+`,
+	"version": `Usage: allocation version
+
+Prints the version (stamped by make build from git describe; "dev" for a
+plain go build), the commit, and the Go version the binary was built with.
 `,
 	"events": `Usage: allocation events dead
        allocation events replay ID
+       allocation events skip ID
+
+A delivery is parked as dead only when its handler refuses it every time
+(an event that cannot be encoded, say), never because Redis or the mail
+server is unreachable: those are retried for as long as it takes. The later
+deliveries of the same product and handler wait behind a dead one, so that
+their order is never broken, until an operator decides:
 
 dead       lists the event deliveries parked as dead after their last attempt:
            event id, handler, event, SKU, message id, attempts, when, last error.
 replay ID  puts the dead deliveries of event ID back in line with fresh
-           attempts; a running service's dispatcher delivers them.
-Both read the database the service uses (DATABASE_URL, or the SQLite file).
+           attempts; a running service's dispatcher delivers them, then the
+           ones that waited behind them, in order.
+skip ID    marks the dead deliveries of event ID done without making them;
+           the ones that waited behind them go on.
+All read the database the service uses (DATABASE_URL, or the SQLite file).
 `,
 }
 
 func isHelp(arg string) bool {
 	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// printHelp writes the help of command to w when there is one. Asking for
+// help anywhere among a command's arguments (`allocation events replay
+// -h`) shows it and does nothing else.
+func printHelp(command string, w io.Writer) bool {
+	if command == "serve" {
+		fs, _, _ := serveFlags(w)
+		fs.Usage()
+		return true
+	}
+	help, ok := subcommandHelp[command]
+	if ok {
+		fmt.Fprint(w, help)
+	}
+	return ok
 }
 
 func main() {
@@ -94,13 +144,29 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	// version and help need no configuration: they must answer even where
 	// none is set.
+	if slices.ContainsFunc(args[1:], isHelp) && printHelp(args[0], stdout) {
+		return 0
+	}
 	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {
 		printVersion(stdout)
 		return 0
 	}
-	if help, ok := subcommandHelp[args[0]]; ok && len(args) > 1 && isHelp(args[1]) {
-		fmt.Fprint(stdout, help)
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, usage) // asked for: the output, not a diagnostic
 		return 0
+	}
+	// A wrong command line fails before anything is opened.
+	var deadLetterCmd cli.DeadLetters
+	if args[0] == "dead-letters" {
+		var err error
+		deadLetterCmd, err = cli.ParseDeadLetters(args[1:], stdout)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
 	}
 	cfg, err := bootstrap.FromEnv(getenv)
 	if err != nil {
@@ -115,15 +181,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	case "serve":
 		err = serve(ctx, cfg, log, args[1:], stderr)
 	case "migrate":
-		err = bootstrap.Migrate(ctx, cfg)
-		if err == nil {
-			log.Info("migrations applied")
-		}
+		err = migrate(ctx, cfg, log, args[1:], stdout)
 	case "events":
 		err = events(ctx, cfg, log, args[1:], stdout)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stderr, usage)
-		return 0
+	case "dead-letters":
+		err = deadLetters(ctx, cfg, log, deadLetterCmd, stdout)
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -138,21 +200,29 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
-func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stderr io.Writer) error {
+// serveFlags returns serve's flags, which write their help and errors to w.
+func serveFlags(w io.Writer) (*flag.FlagSet, *bootstrap.Parts, *bool) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(w)
 	var parts bootstrap.Parts
 	fs.BoolVar(&parts.HTTP, "http", true, "run the HTTP API")
 	fs.BoolVar(&parts.Consumer, "consumer", true, "run the Redis consumer")
 	fs.BoolVar(&parts.Dispatcher, "dispatcher", true, "run the event dispatcher (delivers what the request path could not)")
 	skipMigrate := fs.Bool("skip-migrate", false, "do not apply migrations at start-up")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: allocation serve [flags]\n\nRuns the HTTP API and the Redis consumer in one process; flags run a part alone.")
+		fmt.Fprintln(w, "Usage: allocation serve [flags]\n\nRuns the HTTP API and the Redis consumer in one process; flags run a part alone.\n"+
+			"It logs \"allocation ready\" once it answers requests, and \"shutting down\" on SIGINT or SIGTERM.")
 		fs.PrintDefaults()
 	}
+	return fs, &parts, skipMigrate
+}
+
+func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stderr io.Writer) error {
+	fs, p, skipMigrate := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	parts := *p
 	log.Info("allocation starting", cfg.StartupAttrs()...)
 	if !*skipMigrate {
 		if err := bootstrap.Migrate(ctx, cfg); err != nil {
@@ -166,27 +236,87 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	defer app.Close()
 	log.Info("allocation serving", "http", parts.HTTP, "consumer", parts.Consumer, "dispatcher", parts.Dispatcher,
 		"redis_prefix", cfg.RedisPrefix, "notifications", notificationsMode(cfg))
+	running := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: finishing the requests and messages in hand", "reason", context.Cause(ctx).Error())
+		case <-running:
+		}
+	}()
 	err = app.Run(ctx, parts)
+	close(running)
 	log.Info("allocation stopped")
 	return err
 }
 
+// migrate applies the migrations, or with `status` lists them.
+func migrate(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
+	switch {
+	case len(args) == 0:
+		if err := bootstrap.Migrate(ctx, cfg); err != nil {
+			return err
+		}
+		log.Info("migrations applied")
+		return nil
+	case len(args) == 1 && args[0] == "status":
+		states, err := bootstrap.MigrationStatus(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "VERSION\tMIGRATION\tAPPLIED AT")
+		pending := 0
+		for _, m := range states {
+			applied := "pending"
+			if m.Applied() {
+				applied = m.AppliedAt.Format(time.RFC3339)
+			} else {
+				pending++
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\n", m.Version, m.Name, applied)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %d of %d migrations applied, %d pending\n", databaseName(cfg), len(states)-pending, len(states), pending)
+		return nil
+	}
+	return fmt.Errorf("migrate: unknown arguments %q: want nothing or `status`", args)
+}
+
 // printVersion writes the version, and the commit and Go version the binary
-// was built from. The commit is known when the build recorded VCS details
-// (go build without -buildvcs=false, in a git work tree).
+// was built from. The commit is the one stamped with -ldflags or else the
+// one the build recorded (go build without -buildvcs=false, in a git work
+// tree).
 func printVersion(w io.Writer) {
-	commit, modified := "unknown", ""
+	if commit != "" {
+		fmt.Fprintf(w, "allocation %s\ncommit %s\n%s\n", version, commit, runtime.Version())
+		return
+	}
+	recorded, modified := "unknown", ""
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			switch {
 			case s.Key == "vcs.revision":
-				commit = s.Value
+				recorded = s.Value
 			case s.Key == "vcs.modified" && s.Value == "true":
 				modified = " (modified)"
 			}
 		}
 	}
-	fmt.Fprintf(w, "allocation %s\ncommit %s%s\n%s\n", version, commit, modified, runtime.Version())
+	fmt.Fprintf(w, "allocation %s\ncommit %s%s\n%s\n", version, recorded, modified, runtime.Version())
+}
+
+// databaseName says which database a command works on, without its password.
+func databaseName(cfg bootstrap.Config) string {
+	if cfg.EmbeddedDatabase() {
+		return "sqlite " + cfg.SQLitePath()
+	}
+	if u, err := url.Parse(cfg.DatabaseURL); err == nil {
+		return "postgres " + u.Redacted()
+	}
+	return "postgres"
 }
 
 func notificationsMode(cfg bootstrap.Config) string {
@@ -199,7 +329,7 @@ func notificationsMode(cfg bootstrap.Config) string {
 // events inspects and repairs the event log.
 func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("events: want `dead` or `replay ID`")
+		return errors.New("events: want `dead`, `replay ID` or `skip ID`")
 	}
 	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -234,6 +364,40 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 		}
 		fmt.Fprintf(stdout, "event %d: %d deliveries back in line\n", id, n)
 		return nil
+	case args[0] == "skip" && len(args) == 2:
+		id, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("events skip: %q is not an event id", args[1])
+		}
+		n, err := eventLog.Skip(ctx, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("event %d has no dead delivery", id)
+		}
+		fmt.Fprintf(stdout, "event %d: %d deliveries skipped; what waited behind them goes on\n", id, n)
+		return nil
 	}
-	return fmt.Errorf("events: unknown arguments %q: want `dead` or `replay ID`", args)
+	return fmt.Errorf("events: unknown arguments %q: want `dead`, `replay ID` or `skip ID`", args)
+}
+
+// deadLetters lists or retries the inbound messages the service refused.
+func deadLetters(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, cmd cli.DeadLetters, stdout io.Writer) error {
+	db, store, err := bootstrap.OpenStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer store.Close()
+	var redriver servicelayer.Redriver
+	if cmd.Retry {
+		rc, err := bootstrap.RedisClient(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		redriver = redis.NewRedriver(rc, cfg.RedisPrefix)
+	}
+	return cmd.Run(ctx, store, redriver, stdout)
 }

@@ -1,6 +1,7 @@
 // Package consumer turns messages from other services into commands for the
 // bus. A message that cannot be applied is logged with its reason and set
-// aside as a dead letter; the consumer always goes on with the next one.
+// aside as a dead letter, recorded durably in the database; the consumer
+// always goes on with the next one.
 //
 // Messages are handled concurrently, keyed by the product they are about:
 // those about one product one after another in arrival order, those about
@@ -9,11 +10,15 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -26,7 +31,10 @@ import (
 // dependency cannot stall the consumer forever.
 const HandleTimeout = 30 * time.Second
 
-// deadLetterTimeout bounds setting a message aside, even at shutdown.
+// deadLetterTimeout bounds setting a stream entry aside, even at shutdown:
+// an entry whose dead letter could not be recorded stays pending and comes
+// back. A pub/sub message does not come back, so recording its dead letter
+// is retried for up to HandleTimeout while the database is down.
 const deadLetterTimeout = 5 * time.Second
 
 // DefaultConcurrency is how many messages are handled at once when Config
@@ -51,8 +59,10 @@ type Owners interface {
 }
 
 // Source delivers pub/sub messages, one call of handle at a time in arrival
-// order, and keeps the ones that could not be applied. handle may block: the
-// source then reads no further (backpressure). *redis.Subscriber is one.
+// order, and keeps the newest of the ones that could not be applied where
+// an operator looks first (the Redis list dead_letter): a convenience, the
+// database keeps them all. handle may block: the source then reads no
+// further (backpressure). *redis.Subscriber is one.
 type Source interface {
 	Run(ctx context.Context, channels []string, handle func(ctx context.Context, channel string, payload []byte)) error
 	DeadLetter(ctx context.Context, channel string, payload []byte, reason string) error
@@ -73,9 +83,13 @@ type StreamSource interface {
 type Config struct {
 	Bus    Bus
 	Owners Owners
-	// Source is the pub/sub source, and keeps dead letters for streams too.
+	// Source is the pub/sub source, and keeps the newest dead letters for
+	// streams too.
 	Source Source
-	Log    *slog.Logger
+	// DeadLetters records every message set aside, durably: a stream entry
+	// is acknowledged only once its dead letter is committed.
+	DeadLetters servicelayer.DeadLetterRecorder
+	Log         *slog.Logger
 	// Concurrency is how many messages are handled at once, each about a
 	// different product (DefaultConcurrency when 0).
 	Concurrency int
@@ -94,17 +108,20 @@ type Consumer struct {
 	bus     Bus
 	owners  Owners
 	source  Source
+	dead    servicelayer.DeadLetterRecorder
 	log     *slog.Logger
 	observe func(channel, outcome string)
 	// pool is shared by pub/sub and streams, so that Concurrency bounds the
 	// consumer's share of the database connections as a whole.
 	pool *OrderedPool
+	// malformed numbers malformed messages, for their keys.
+	malformed atomic.Uint64
 }
 
 // New builds a consumer from cfg.
 func New(cfg Config) (*Consumer, error) {
-	if cfg.Bus == nil || cfg.Owners == nil || cfg.Source == nil {
-		return nil, errors.New("consumer: Bus, Owners and Source are required")
+	if cfg.Bus == nil || cfg.Owners == nil || cfg.Source == nil || cfg.DeadLetters == nil {
+		return nil, errors.New("consumer: Bus, Owners, Source and DeadLetters are required")
 	}
 	if cfg.Concurrency < 0 || cfg.MaxInFlight < 0 {
 		return nil, fmt.Errorf("consumer: concurrency %d, at most %d in flight: want positive numbers", cfg.Concurrency, cfg.MaxInFlight)
@@ -125,6 +142,7 @@ func New(cfg Config) (*Consumer, error) {
 		bus:     cfg.Bus,
 		owners:  cfg.Owners,
 		source:  cfg.Source,
+		dead:    cfg.DeadLetters,
 		log:     cfg.Log,
 		observe: cfg.Observe,
 		pool:    NewOrderedPool(cfg.Concurrency, cfg.MaxInFlight),
@@ -139,6 +157,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer inHand.Wait()
 	return c.source.Run(ctx, []string{ChangeBatchQuantity, Allocate}, func(ctx context.Context, channel string, payload []byte) {
 		m := c.prepare(ctx, channel, payload, nil, "")
+		m.received = time.Now()
 		inHand.Add(1)
 		c.pool.Submit(m.key, func() {
 			defer inHand.Done()
@@ -159,6 +178,7 @@ func (c *Consumer) RunStreams(ctx context.Context, streams StreamSource) error {
 		// redelivery of an entry applied but not acknowledged is skipped by
 		// the inbox.
 		m := c.prepare(ctx, stream, payload, fields, "stream:"+stream+":"+id)
+		m.streamID, m.received = id, time.Now()
 		inHand.Add(1)
 		c.pool.Submit(m.key, func() {
 			defer inHand.Done()
@@ -178,6 +198,9 @@ type inbound struct {
 	// key orders the message: messages with one key are handled in arrival
 	// order, one at a time.
 	key string
+	// streamID is the entry's id when it came on a stream.
+	streamID string
+	received time.Time
 }
 
 // prepare decodes a message and finds its key. It runs in arrival order on
@@ -188,8 +211,10 @@ func (c *Consumer) prepare(ctx context.Context, channel string, payload []byte, 
 	m := &inbound{channel: channel, payload: payload}
 	m.msg, m.err = decode(channel, payload, fields)
 	if m.err != nil {
-		// Any key will do: it is only set aside.
-		m.key = "malformed:" + channel
+		// Any key will do: it is only set aside. A key of its own lets a
+		// flood of them be set aside side by side, their dead letters
+		// written together.
+		m.key = "malformed:" + strconv.FormatUint(c.malformed.Add(1), 10)
 		return m
 	}
 	if m.msg.ID == "" {
@@ -275,7 +300,7 @@ func (c *Consumer) handle(ctx context.Context, m *inbound) {
 	case errors.Is(err, errDuplicate):
 		c.observe(m.channel, "duplicate")
 	default:
-		c.setAside(ctx, m.channel, m.payload, err)
+		c.setAside(ctx, m, err)
 	}
 }
 
@@ -293,7 +318,7 @@ func (c *Consumer) settle(ctx context.Context, m *inbound) bool {
 		c.observe(m.channel, "unsettled")
 		return false
 	}
-	return c.setAside(ctx, m.channel, m.payload, err)
+	return c.setAside(ctx, m, err)
 }
 
 // process applies one message. While the database is down the message waits
@@ -314,23 +339,111 @@ func (c *Consumer) process(ctx context.Context, m *inbound) error {
 	})
 }
 
-// setAside logs a message that cannot be applied and keeps it as a dead
-// letter; it reports whether the dead letter was kept.
-func (c *Consumer) setAside(ctx context.Context, channel string, payload []byte, err error) bool {
+// setAside logs a message that cannot be applied and records it as a dead
+// letter; it reports whether the dead letter was recorded, so that a stream
+// entry may be acknowledged.
+func (c *Consumer) setAside(ctx context.Context, m *inbound, err error) bool {
 	level := slog.LevelError // the service failed, not the sender
 	if rejected(err) {
 		level = slog.LevelWarn
 	}
-	c.log.Log(ctx, level, "message set aside", "channel", channel, "payload", string(payload), "reason", err.Error())
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
-	defer cancel()
-	if dlErr := c.source.DeadLetter(dctx, channel, payload, err.Error()); dlErr != nil {
-		c.log.ErrorContext(ctx, "dead letter lost", "channel", channel, "payload", string(payload), "error", dlErr)
-		c.observe(channel, "unsettled")
-		return false
+	c.log.Log(ctx, level, "message set aside", "channel", m.channel, "stream_id", m.streamID, "payload", string(m.payload), "reason", err.Error())
+	l := servicelayer.DeadLetter{
+		Channel: m.channel, Payload: m.payload, Reason: err.Error(),
+		StreamID: m.streamID, MessageID: m.senderID(), ReceivedAt: m.received,
 	}
-	c.observe(channel, "dead_lettered")
-	return true
+	return c.keep(ctx, l) == nil
+}
+
+// SetAsideEntry records a stream entry the stream reader refuses itself
+// (it has no body, or was delivered too often) as a dead letter. The entry
+// may be acknowledged once it returns nil; until then it stays pending.
+func (c *Consumer) SetAsideEntry(ctx context.Context, stream, id string, payload []byte, reason string) error {
+	if _, err := decode(stream, payload, nil); err != nil && len(payload) > 0 {
+		// Why it never settled, most likely: its earlier dead letters
+		// could not be recorded.
+		reason += "; " + err.Error()
+	}
+	c.log.WarnContext(ctx, "stream entry set aside", "channel", stream, "stream_id", id, "payload", string(payload), "reason", reason)
+	return c.keep(ctx, servicelayer.DeadLetter{
+		Channel: stream, Payload: payload, Reason: reason,
+		StreamID: id, MessageID: senderID(payload), ReceivedAt: time.Now(),
+	})
+}
+
+// keep records l in the database, then in the source's list of the newest
+// dead letters. The database is what counts: when it cannot be written the
+// message is not settled (a stream entry stays pending and comes back); the
+// list is a convenience, and failing to write it is only logged.
+func (c *Consumer) keep(ctx context.Context, l servicelayer.DeadLetter) error {
+	timeout := HandleTimeout // pub/sub will not bring the message back
+	if l.FromStream() {
+		timeout = deadLetterTimeout // Redis keeps the entry meanwhile
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	err := retryWhileUnavailable(dctx, func() error {
+		var err error
+		l.ID, err = c.dead.RecordDeadLetter(dctx, l)
+		return err
+	})
+	if err != nil {
+		if l.FromStream() {
+			c.log.ErrorContext(ctx, "dead letter not recorded: the entry stays pending and comes back",
+				"channel", l.Channel, "stream_id", l.StreamID, "error", err)
+		} else {
+			c.log.ErrorContext(ctx, "dead letter not recorded in the database: only the Redis list keeps it",
+				"channel", l.Channel, "payload", string(l.Payload), "error", err)
+			c.keepInList(ctx, l)
+		}
+		c.observe(l.Channel, "unsettled")
+		return err
+	}
+	c.keepInList(ctx, l)
+	c.observe(l.Channel, "dead_lettered")
+	return nil
+}
+
+// keepInList adds l to the source's list of the newest dead letters.
+func (c *Consumer) keepInList(ctx context.Context, l servicelayer.DeadLetter) {
+	reason := l.Reason
+	var where []string
+	if l.StreamID != "" {
+		where = append(where, "stream entry "+l.StreamID)
+	}
+	if l.ID != 0 {
+		where = append(where, "dead letter "+strconv.FormatInt(l.ID, 10))
+	}
+	if len(where) > 0 {
+		reason += " (" + strings.Join(where, ", ") + ")"
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+	defer cancel()
+	if err := c.source.DeadLetter(lctx, l.Channel, l.Payload, reason); err != nil {
+		c.log.WarnContext(ctx, "dead letter not added to the Redis list", "channel", l.Channel, "dead_letter_id", l.ID, "error", err)
+	}
+}
+
+// senderID is the message_id the sender gave, or empty: the decoded one,
+// not the stream id a message without one is known by.
+func (m *inbound) senderID() string {
+	if m.err == nil && m.msg.ID != "" && m.msg.ID != "stream:"+m.channel+":"+m.streamID {
+		return m.msg.ID
+	}
+	return senderID(m.payload)
+}
+
+// senderID reads a message_id from a payload that may not decode as its
+// channel's message; empty when there is none.
+func senderID(payload []byte) string {
+	var body struct {
+		MessageID any `json:"message_id"`
+	}
+	if json.Unmarshal(payload, &body) != nil {
+		return ""
+	}
+	id, _ := body.MessageID.(string)
+	return id
 }
 
 // apply handles one decoded message. A panic becomes its error, so that one

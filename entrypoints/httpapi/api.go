@@ -3,10 +3,14 @@
 //
 // Choices the contract leaves open: POST /add_batch answers 201
 // {"message": "batch REF added"}, also when the same batch is added again; a
-// body must be sent as application/json (else 415) with every field present
-// (eta may be null, not missing); an unknown batch is bad input (400); a
-// dependency that is down or too slow is 503; any other failure is 500
-// {"message": "internal error"}, its details only in the log.
+// body is read as application/json (another Content-Type is 415, none is
+// taken as JSON), must be valid UTF-8 and must name its fields exactly as
+// documented (case counts), each at most once; every field is required but
+// eta, which may be null or left out (both mean stock in the warehouse); an
+// unknown batch is bad input (400); a dependency that is down or too slow is
+// 503; any other failure is 500 {"message": "internal error"}, its details
+// only in the log. /healthz and /readyz answer HEAD like GET, without the
+// body.
 package httpapi
 
 import (
@@ -112,7 +116,9 @@ func New(cfg Config) *echo.Echo {
 	// order id would be an unknown route (404) rather than bad input (400).
 	e.GET("/allocations/", h.allocations)
 	e.GET("/healthz", h.healthz)
+	e.HEAD("/healthz", h.healthz) // net/http leaves out the body of a HEAD answer
 	e.GET("/readyz", h.readyz)
+	e.HEAD("/readyz", h.readyz)
 	e.GET("/openapi.json", serveOpenAPI)
 	e.GET("/asyncapi.json", serveAsyncAPI)
 	if cfg.Metrics != nil {

@@ -139,6 +139,8 @@ func pathParam(c echo.Context, name string) (string, error) {
 	return u, nil
 }
 
+// healthz answers GET and HEAD (without the body) alike, as readyz does:
+// load balancers and uptime probes often ask with HEAD.
 func (h handlers) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
@@ -183,7 +185,8 @@ wait:
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// decode reads a JSON request body strictly into v.
+// decode reads a JSON request body strictly into v: valid UTF-8, field
+// names exactly as v's, then wire.Decode's rules.
 func decode(c echo.Context, v any) error {
 	// A body that says it is something else is refused; one that says
 	// nothing is read as the JSON it has to be.
@@ -195,6 +198,9 @@ func decode(c echo.Context, v any) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		return err // the body limit's 413 comes through here
+	}
+	if err := exactly(body, v); err != nil {
+		return err
 	}
 	return wire.Decode(body, v)
 }

@@ -191,15 +191,33 @@ func TestMalformedRequestsAreRefusedWithAMessage(t *testing.T) {
 	}
 }
 
-func TestStopsGracefullyOnSIGTERM(t *testing.T) {
+// The log says when the service is ready, with where to reach it, and
+// when a signal shuts it down.
+func TestStopsGracefullyOnSIGTERMAndLogsWhenReadyAndWhenShuttingDown(t *testing.T) {
 	t.Parallel()
 	s := startService(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, line := range strings.Split(s.logs.String(), "\n") {
+			if strings.Contains(line, `"msg":"allocation ready"`) && strings.Contains(line, `"url":"`+s.url+`"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no \"allocation ready\" line with url %s in the log yet", s.url)
+	})
 	start := time.Now()
 	if err := s.stop(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("took %s to stop", d)
+	}
+	logs := s.logs.String()
+	shutdown := strings.Index(logs, `"msg":"shutting down`)
+	if shutdown < 0 || !strings.Contains(logs[shutdown:], "terminated") {
+		t.Fatalf("no \"shutting down\" line naming SIGTERM in the log:\n%s", logs)
+	}
+	if !strings.Contains(logs[shutdown:], `"msg":"allocation stopped"`) {
+		t.Fatalf("no \"allocation stopped\" after \"shutting down\":\n%s", logs)
 	}
 }
 

@@ -58,7 +58,7 @@ func benchmarkStreamConsumer(b *testing.B, uow servicelayer.UnitOfWork, owners c
 		}
 	}
 	counted := &countingBus{next: bus, target: int64(b.N), reached: make(chan struct{})}
-	c, err := consumer.New(consumer.Config{Bus: counted, Owners: owners, Source: redis.NewSubscriber(rc, prefix, log), Log: log, Concurrency: concurrency})
+	c, err := consumer.New(consumer.Config{Bus: counted, Owners: owners, Source: redis.NewSubscriber(rc, prefix, log), DeadLetters: memory.NewStore(), Log: log, Concurrency: concurrency})
 	if err != nil {
 		b.Fatal(err)
 	}

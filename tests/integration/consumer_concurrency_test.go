@@ -209,7 +209,7 @@ func runStreams(t *testing.T, r streamRig, rc *goredis.Client, bus consumer.Bus)
 	t.Helper()
 	log, _ := testLogger(t)
 	reader := redis.NewStreamReader(rc, r.prefix, redis.StreamOptions{Consumer: "c1", ClaimIdle: time.Minute}, log)
-	c, err := consumer.New(consumer.Config{Bus: bus, Owners: r.store, Source: redis.NewSubscriber(rc, r.prefix, log), Log: log, Concurrency: 8})
+	c, err := consumer.New(consumer.Config{Bus: bus, Owners: r.store, Source: redis.NewSubscriber(rc, r.prefix, log), DeadLetters: r.store, Log: log, Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestPubSubConsumerKeepsEachProductsOrder(t *testing.T) {
 	skus, batches, productOf := products(t, r.bus, 8)
 	bus := newOrderingBus(r.bus, productOf)
 	sub := redis.NewSubscriber(rc, prefix, log)
-	c, err := consumer.New(consumer.Config{Bus: bus, Owners: r.store, Source: sub, Log: log, Concurrency: 8})
+	c, err := consumer.New(consumer.Config{Bus: bus, Owners: r.store, Source: sub, DeadLetters: r.store, Log: log, Concurrency: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *cons
 		bus = real
 	}
 	sub := redis.NewSubscriber(rc, prefix, log)
-	c, err := consumer.New(consumer.Config{Bus: bus, Owners: store, Source: sub, Log: log})
+	c, err := consumer.New(consumer.Config{Bus: bus, Owners: store, Source: sub, DeadLetters: store, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,20 +23,46 @@ type flakyPublisher struct {
 	mu        sync.Mutex
 	published map[string]int // message id -> times
 	order     []string       // order ids, in publishing order
+	refuse    map[string]bool
 }
 
-func (p *flakyPublisher) Publish(_ context.Context, env servicelayer.Envelope) error {
+func (p *flakyPublisher) Publish(ctx context.Context, env servicelayer.Envelope) error {
+	return p.PublishBatch(ctx, []servicelayer.Envelope{env})
+}
+
+// PublishBatch refuses, as a permanent failure, any batch holding an order
+// id in refuse; records line_allocated in order.
+func (p *flakyPublisher) PublishBatch(_ context.Context, envs []servicelayer.Envelope) error {
 	if p.down.Load() {
 		return errors.New("redis is down")
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, env := range envs {
+		if a, ok := env.Event.(domain.Allocated); ok && p.refuse[a.OrderID] {
+			return fmt.Errorf("order %s cannot be encoded: %w", a.OrderID, servicelayer.ErrPermanent)
+		}
+	}
 	if p.published == nil {
 		p.published = map[string]int{}
 	}
-	p.published[env.MessageID]++
-	p.order = append(p.order, env.Event.(domain.Allocated).OrderID)
+	for _, env := range envs {
+		if a, ok := env.Event.(domain.Allocated); ok {
+			p.published[env.MessageID]++
+			p.order = append(p.order, a.OrderID)
+		}
+	}
 	return nil
+}
+
+// refuseOrders makes every publication of these orders fail permanently.
+func (p *flakyPublisher) refuseOrders(ids ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = map[string]bool{}
+	for _, id := range ids {
+		p.refuse[id] = true
+	}
 }
 
 func (p *flakyPublisher) count() (distinct, total int) {
@@ -60,8 +87,9 @@ func newOutbox(t *testing.T, open opener) outboxFixture {
 	t.Helper()
 	db := open(t)
 	f := outboxFixture{db: db, uow: db.store, events: db.store, publisher: &flakyPublisher{}}
-	f.uow.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond})
-	f.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: f.uow, Publisher: f.publisher, Notifier: nopNotifier{}})
+	policy := servicelayer.RetryPolicy{MaxAttempts: 4, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+	f.uow.SetRetryPolicy(policy)
+	f.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: f.uow, Publisher: f.publisher, Notifier: nopNotifier{}, Retry: policy})
 	return f
 }
 
@@ -150,34 +178,109 @@ func TestDispatcherDeliversWhatACrashLeftBehind(t *testing.T) {
 	})
 }
 
-func TestAFailedDeliveryIsRetriedAndThenParkedAsDeadAndCanBeReplayed(t *testing.T) {
+// Redis being down is no fault of the event's: the delivery is retried for
+// as long as it takes, and never parked.
+func TestATransientFailureIsRetriedAndNeverParked(t *testing.T) {
 	onEveryEngine(t, func(t *testing.T, open opener) {
 		f := newOutbox(t, open)
 		f.runDispatcher(t)
 		f.publisher.down.Store(true)
-		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "PARKED", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "PARKED", Qty: 1})
-
-		var dead []sqlstore.DeadDelivery
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "DOWN", Qty: 10}, domain.Allocate{OrderID: "o1", SKU: "DOWN", Qty: 1})
+		// Twice the attempts that park a permanent failure.
 		testenv.Eventually(t, 20*time.Second, func() error {
-			var err error
-			if dead, err = f.events.Dead(context.Background()); err != nil || len(dead) != 1 {
-				return fmt.Errorf("dead deliveries %v (%v)", dead, err)
+			if n := f.count(t, `SELECT attempts FROM event_deliveries WHERE status = 'pending'`); n < 8 {
+				return fmt.Errorf("%d attempts so far", n)
 			}
 			return nil
 		})
-		if dead[0].Attempts != 4 || dead[0].LastError != "redis is down" || dead[0].Handler != "publish_line_allocated" {
-			t.Fatalf("dead delivery %+v", dead[0])
+		if dead, err := f.events.Dead(context.Background()); err != nil || len(dead) != 0 {
+			t.Fatalf("a transient failure parked deliveries: %v (%v)", dead, err)
 		}
 		f.publisher.down.Store(false)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if d, total := f.publisher.count(); d != 1 || total != 1 {
+				return fmt.Errorf("published %d distinct, %d total", d, total)
+			}
+			return nil
+		})
+	})
+}
+
+// A delivery its handler refuses every time is parked after its last
+// attempt, and the later deliveries of its product for that handler wait
+// behind it: replaying it sends all of them in order.
+func TestAPermanentFailureParksADeliveryAndHoldsItsProductUntilReplayed(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		f.runDispatcher(t)
+		f.publisher.refuseOrders("o1")
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "PARKED", Qty: 10})
+		for _, id := range []string{"o1", "o2", "o3"} {
+			handleAll(t, f.bus, domain.Allocate{OrderID: id, SKU: "PARKED", Qty: 1})
+		}
+		dead := waitForDead(t, f, 1)
+		if dead[0].Attempts != 4 || dead[0].Handler != servicelayer.PublishHandler {
+			t.Fatalf("dead delivery %+v", dead[0])
+		}
+		if b, err := f.events.Backlog(context.Background()); err != nil || b.Blocked != 2 || b.Dead != 1 {
+			t.Fatalf("backlog %+v (%v), want 1 dead and 2 blocked behind it", b, err)
+		}
+		if _, total := f.publisher.count(); total != 0 {
+			t.Fatalf("%d published past the parked one", total)
+		}
+		f.publisher.refuseOrders()
 		if n, err := f.events.Replay(context.Background(), dead[0].LogID); err != nil || n != 1 {
 			t.Fatalf("replay: %d, %v", n, err)
 		}
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if d, _ := f.publisher.count(); d != 1 {
-				return fmt.Errorf("published %d after replay", d)
+		waitForPublished(t, f, "o1", "o2", "o3")
+	})
+}
+
+// Skipping a parked delivery lets the ones behind it go, without it.
+func TestSkippingAParkedDeliveryReleasesItsProduct(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newOutbox(t, open)
+		f.runDispatcher(t)
+		f.publisher.refuseOrders("o1")
+		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "SKIPPED", Qty: 10})
+		handleAll(t, f.bus, domain.Allocate{OrderID: "o1", SKU: "SKIPPED", Qty: 1}, domain.Allocate{OrderID: "o2", SKU: "SKIPPED", Qty: 1})
+		dead := waitForDead(t, f, 1)
+		if n, err := f.events.Skip(context.Background(), dead[0].LogID); err != nil || n != 1 {
+			t.Fatalf("skip: %d, %v", n, err)
+		}
+		waitForPublished(t, f, "o2")
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if n := f.count(t, `SELECT count(*) FROM event_deliveries WHERE status <> 'done'`); n != 0 {
+				return fmt.Errorf("%d deliveries left after the skip", n)
 			}
 			return nil
 		})
+	})
+}
+
+func waitForDead(t *testing.T, f outboxFixture, n int) []sqlstore.DeadDelivery {
+	t.Helper()
+	var dead []sqlstore.DeadDelivery
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var err error
+		if dead, err = f.events.Dead(context.Background()); err != nil || len(dead) != n {
+			return fmt.Errorf("dead deliveries %v (%v)", dead, err)
+		}
+		return nil
+	})
+	return dead
+}
+
+// waitForPublished waits until exactly orders were published, in that order.
+func waitForPublished(t *testing.T, f outboxFixture, orders ...string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		f.publisher.mu.Lock()
+		defer f.publisher.mu.Unlock()
+		if !slices.Equal(f.publisher.order, orders) {
+			return fmt.Errorf("published %v, want %v", f.publisher.order, orders)
+		}
+		return nil
 	})
 }
 

@@ -108,6 +108,13 @@ func (p *recordingPublisher) Publish(_ context.Context, env servicelayer.Envelop
 	return nil
 }
 
+func (p *recordingPublisher) PublishBatch(_ context.Context, envs []servicelayer.Envelope) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent = append(p.sent, envs...)
+	return nil
+}
+
 type nopNotifier struct{}
 
 func (nopNotifier) Send(context.Context, string, string) error { return nil }

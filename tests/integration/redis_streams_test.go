@@ -85,11 +85,11 @@ func (r streamRig) appendEntry(t *testing.T, stream string, fields map[string]an
 // run starts a stream consumer named name until the test ends.
 func (r streamRig) run(t *testing.T, name string, claimIdle time.Duration) {
 	t.Helper()
-	reader := redis.NewStreamReader(r.rc, r.prefix, redis.StreamOptions{Consumer: name, ClaimIdle: claimIdle, MaxDeliveries: 3}, slog.Default())
-	c, err := consumer.New(consumer.Config{Bus: r.bus, Owners: r.store, Source: redis.NewSubscriber(r.rc, r.prefix, slog.Default())})
+	c, err := consumer.New(consumer.Config{Bus: r.bus, Owners: r.store, Source: redis.NewSubscriber(r.rc, r.prefix, slog.Default()), DeadLetters: r.store})
 	if err != nil {
 		t.Fatal(err)
 	}
+	reader := redis.NewStreamReader(r.rc, r.prefix, redis.StreamOptions{Consumer: name, ClaimIdle: claimIdle, MaxDeliveries: 3, SetAside: c.SetAsideEntry}, slog.Default())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.RunStreams(ctx, reader) }()
@@ -176,6 +176,12 @@ func TestStreamEntriesOfADeadConsumerAreTakenOver(t *testing.T) {
 		letters, _ := r.rc.LRange(ctx, r.prefix+"dead_letter", 0, -1).Result()
 		if len(letters) != 1 {
 			t.Fatalf("dead letters %v; want cursed", letters)
+		}
+		// Recorded in the store with the entry's id, before it was acknowledged.
+		kept, err := r.store.DeadLetters(ctx, 0, 10)
+		if err != nil || len(kept) != 1 || kept[0].StreamID != tooOften || kept[0].Channel != "allocate" ||
+			!strings.Contains(kept[0].Reason, "without being settled") || !strings.Contains(string(kept[0].Payload), "cursed") {
+			t.Fatalf("recorded dead letters %+v (%v); want cursed, entry %s", kept, err, tooOften)
 		}
 	})
 }

@@ -158,7 +158,8 @@ func awaitMail(t *testing.T, mails <-chan sentMail) sentMail {
 
 type discardPublisher struct{}
 
-func (discardPublisher) Publish(context.Context, servicelayer.Envelope) error { return nil }
+func (discardPublisher) Publish(context.Context, servicelayer.Envelope) error        { return nil }
+func (discardPublisher) PublishBatch(context.Context, []servicelayer.Envelope) error { return nil }
 
 // The book's test_out_of_stock_email.
 func TestSMTPOutOfStockEmailGoesToTheStockDesk(t *testing.T) {

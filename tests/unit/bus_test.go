@@ -79,7 +79,7 @@ func TestAFailingEventHandlerDoesNotFailTheCommandAndTheOtherHandlersStillRun(t 
 		t.Fatalf("publisher called %d times, published %d; want the two first allocations and failing calls",
 			len(app.publisher.calls()), len(app.publisher.sent()))
 	}
-	if got := app.logs.warnings("handler"); !slices.Contains(got, "publish_line_allocated") {
+	if got := app.logs.warnings("handler"); !slices.Contains(got, servicelayer.PublishHandler) {
 		t.Fatalf("the failure was not logged: warnings name handlers %v", got)
 	}
 
@@ -87,10 +87,10 @@ func TestAFailingEventHandlerDoesNotFailTheCommandAndTheOtherHandlersStillRun(t 
 	app.publisher.failNext(0)
 	clk.Advance(time.Minute)
 	dispatch(t, app)
-	sent := app.publisher.sent()
+	sent := allocatedEvents(t, app.publisher.sent())
 	want := domain.Allocated{OrderID: "order2", SKU: sku, Qty: 20, BatchRef: "batch2"}
-	if len(sent) != 3 || sent[2].Event != want || len(app.publisher.calls()) < 4 {
-		t.Fatalf("after the retry: published %v in %d calls; want %v retried and published", allocatedEvents(t, sent), len(app.publisher.calls()), want)
+	if len(sent) != 3 || sent[2] != want || len(app.publisher.calls()) < 4 {
+		t.Fatalf("after the retry: published %v in %d calls; want %v retried and published", sent, len(app.publisher.calls()), want)
 	}
 }
 
@@ -136,12 +136,35 @@ func TestAFailedEventHandlerIsRetriedWithTheSameMessageID(t *testing.T) {
 	}
 }
 
-func TestAnEventThatKeepsFailingIsParkedAsDeadAfterItsLastAttempt(t *testing.T) {
+func TestATransientFailureIsRetriedForAsLongAsItLasts(t *testing.T) {
 	t.Parallel()
 	app := newTestApp()
 	clk := withClock(app)
 	app.store.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Second})
 	app.publisher.failNext(-1)
+	sku := uniqueName("DOWN-LAMP")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10}, domain.Allocate{OrderID: "o1", SKU: sku, Qty: 1})
+	for range 10 {
+		clk.Advance(time.Minute)
+		dispatch(t, app)
+	}
+	if calls, dead := len(app.publisher.calls()), app.store.Dead(); calls != 11 || len(dead) != 0 {
+		t.Fatalf("calls %d, dead %v; want 11 attempts and nothing parked", calls, dead)
+	}
+	app.publisher.failNext(0)
+	clk.Advance(time.Minute)
+	dispatch(t, app)
+	if len(app.publisher.sent()) != 1 {
+		t.Fatal("not published once the publisher was back")
+	}
+}
+
+func TestAnEventThatIsRefusedEveryTimeIsParkedAsDeadAfterItsLastAttempt(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	clk := withClock(app)
+	app.store.SetRetryPolicy(servicelayer.RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: time.Second})
+	app.publisher.refuseNext(-1)
 	sku := uniqueName("DEAD-LAMP")
 	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10}, domain.Allocate{OrderID: "o1", SKU: sku, Qty: 1})
 
@@ -151,7 +174,7 @@ func TestAnEventThatKeepsFailingIsParkedAsDeadAfterItsLastAttempt(t *testing.T) 
 	}
 
 	dead := app.store.Dead()
-	if len(app.publisher.calls()) != 3 || len(dead) != 1 || dead[0].Handler != "publish_line_allocated" {
+	if len(app.publisher.calls()) != 3 || len(dead) != 1 || dead[0].Handler != servicelayer.PublishHandler {
 		t.Fatalf("calls %d, dead %v; want 3 attempts then parked", len(app.publisher.calls()), dead)
 	}
 	if committedProduct(t, app, sku).Batch("b1").AvailableQty() != 9 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"allocation/adapters/memory"
 	"allocation/domain"
 	"allocation/entrypoints/consumer"
 	"allocation/servicelayer"
@@ -335,6 +336,9 @@ func runConsumer(t *testing.T, c *consumer.Consumer, run func(*consumer.Consumer
 func newConsumer(t *testing.T, cfg consumer.Config) *consumer.Consumer {
 	t.Helper()
 	cfg.Log = quietLog()
+	if cfg.DeadLetters == nil {
+		cfg.DeadLetters = memory.NewStore()
+	}
 	c, err := consumer.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"allocation/adapters/memory"
 	"allocation/servicelayer"
@@ -21,10 +23,14 @@ func uniqueName(name string) string {
 // errPublisherDown is what a failing fakePublisher answers.
 var errPublisherDown = errors.New("publisher down")
 
+// errUnpublishable is a publication refused every time.
+var errUnpublishable = fmt.Errorf("cannot encode: %w", servicelayer.ErrPermanent)
+
 // fakePublisher records every envelope it was asked to publish. It fails the
 // first failures calls (all of them when failures < 0). Safe for concurrent use.
 type fakePublisher struct {
 	mu        sync.Mutex
+	failWith  error // errPublisherDown unless set
 	failures  int
 	attempted []servicelayer.Envelope
 	published []servicelayer.Envelope
@@ -38,10 +44,40 @@ func (p *fakePublisher) Publish(_ context.Context, env servicelayer.Envelope) er
 		if p.failures > 0 {
 			p.failures--
 		}
-		return errPublisherDown
+		return p.failure()
 	}
 	p.published = append(p.published, env)
 	return nil
+}
+
+// PublishBatch fails as a whole, as one round trip to Redis does: a failure
+// counts once, and nothing of the batch is published.
+func (p *fakePublisher) PublishBatch(_ context.Context, envs []servicelayer.Envelope) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.attempted = append(p.attempted, envs...)
+	if p.failures != 0 {
+		if p.failures > 0 {
+			p.failures--
+		}
+		return p.failure()
+	}
+	p.published = append(p.published, envs...)
+	return nil
+}
+
+func (p *fakePublisher) failure() error {
+	if p.failWith != nil {
+		return p.failWith
+	}
+	return errPublisherDown
+}
+
+// refuseNext makes the next n calls (all, when n < 0) fail permanently.
+func (p *fakePublisher) refuseNext(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures, p.failWith = n, errUnpublishable
 }
 
 // failNext makes the next n calls fail; n < 0 makes every call fail.
@@ -153,6 +189,9 @@ func newTestApp() testApp {
 		Publisher: app.publisher,
 		Notifier:  app.notifier,
 		Log:       slog.New(app.logs),
+		// The tests move the store's clock, not the bus's: a handler that
+		// failed is not kept paused in real time.
+		Retry: servicelayer.RetryPolicy{Initial: time.Nanosecond, Max: time.Nanosecond},
 	})
 	return app
 }

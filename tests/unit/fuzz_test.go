@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"unicode/utf8"
 
 	"allocation/domain"
 	"allocation/entrypoints/consumer"
@@ -69,6 +70,8 @@ func FuzzHTTPRequestBodies(f *testing.F) {
 		`{"ref": "b1", "sku": "LAMP", "qty": 10, "eta": "2011-02-30"}`,
 		`{"orderid": "o1", "sku": "LAMP", "qty": 99999999999999999999}`,
 		`null`, `[]`, `{}`, `"x"`, ``, `{"orderid": "o1"} trailing`,
+		"{\"orderid\": \"o\xff\", \"sku\": \"LAMP\", \"qty\": 3}",
+		`{"OrderID": "o1", "SKU": "LAMP", "Qty": 3}`,
 	} {
 		f.Add(true, []byte(seed))
 		f.Add(false, []byte(seed))
@@ -86,6 +89,9 @@ func FuzzHTTPRequestBodies(f *testing.F) {
 		api.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
 			t.Fatalf("POST %s %q: %d %s", path, body, rec.Code, rec.Body)
+		}
+		if rec.Code < 300 && !utf8.Valid(body) {
+			t.Fatalf("POST %s %q: %d for a body that is not UTF-8", path, body, rec.Code)
 		}
 		if rec.Code >= 400 {
 			var answer struct{ Message string }

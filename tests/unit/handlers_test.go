@@ -53,15 +53,19 @@ func viewOf(t *testing.T, app testApp, orderID string) []servicelayer.Allocation
 }
 
 // allocatedEvents returns the Allocated events published so far.
+// allocatedEvents keeps the line_allocated publications of envs, in order;
+// every other one must be a line_deallocated.
 func allocatedEvents(t *testing.T, envs []servicelayer.Envelope) []domain.Allocated {
 	t.Helper()
 	var out []domain.Allocated
 	for _, env := range envs {
-		ev, ok := env.Event.(domain.Allocated)
-		if !ok {
-			t.Fatalf("published %T, only Allocated goes out", env.Event)
+		switch ev := env.Event.(type) {
+		case domain.Allocated:
+			out = append(out, ev)
+		case domain.Deallocated:
+		default:
+			t.Fatalf("published %T, only Allocated and Deallocated go out", env.Event)
 		}
-		out = append(out, ev)
 	}
 	return out
 }
@@ -324,6 +328,14 @@ func TestEveryAllocationIsPublishedWithItsOwnMessageIDIncludingTheReallocation(t
 	}
 	if got := allocatedEvents(t, sent); !reflect.DeepEqual(got, want) {
 		t.Fatalf("published %v, want %v", got, want)
+	}
+	// The line that moved was announced as deallocated first.
+	var names []string
+	for _, env := range sent {
+		names = append(names, env.Event.Name())
+	}
+	if !reflect.DeepEqual(names, []string{"allocated", "allocated", "deallocated", "allocated"}) {
+		t.Fatalf("published %v; want order2's deallocation before its reallocation", names)
 	}
 	ids := map[string]bool{}
 	for _, env := range sent {

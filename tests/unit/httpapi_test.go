@@ -239,6 +239,18 @@ func TestHTTPRefusesMalformedBodiesWithAMessageNamingTheField(t *testing.T) {
 		{"sku missing in batch", "/add_batch", "application/json", `{"ref": "b2", "qty": 1, "eta": null}`, 400, "sku is required"},
 		{"sku too long", "/add_batch", "application/json", `{"ref": "b2", "sku": "` + long + `", "qty": 1, "eta": null}`, 400, "sku"},
 		{"unknown batch field", "/add_batch", "application/json", `{"ref": "b2", "sku": "` + sku + `", "qty": 1, "eta": null, "price": 3}`, 400, "price"},
+		// encoding/json would read these bytes as U+FFFD, a valid order id.
+		{"orderid not UTF-8", "/allocate", "application/json", line("\"\xff\xfe\"", `1`), 400, "orderid is not valid UTF-8"},
+		{"sku not UTF-8", "/allocate", "application/json", "{\"orderid\": \"o\", \"sku\": \"LAMP\xc3\", \"qty\": 1}", 400, "sku is not valid UTF-8"},
+		{"ref not UTF-8", "/add_batch", "application/json", batch("\"b\xed\xa0\x80\"", `1`, `null`), 400, "ref is not valid UTF-8"},
+		{"eta not UTF-8", "/add_batch", "application/json", batch(`"b2"`, `1`, "\"2011-01-01\xff\""), 400, "eta"},
+		{"field name not UTF-8", "/allocate", "application/json", allocate(", \"\xff\": 1"), 400, "body"},
+		// encoding/json would match these names without regard to case.
+		{"field names in capitals", "/allocate", "application/json", `{"OrderID": "o", "SKU": "` + sku + `", "Qty": 1}`, 400, "OrderID is not a known field"},
+		{"one field name in capitals", "/allocate", "application/json", `{"orderid": "o", "sku": "` + sku + `", "QTY": 1}`, 400, "QTY"},
+		{"sku with a long s", "/allocate", "application/json", `{"orderid": "o", "\u017fku": "` + sku + `", "qty": 1}`, 400, "\u017fku"},
+		{"ETA in capitals", "/add_batch", "application/json", `{"ref": "b2", "sku": "` + sku + `", "qty": 1, "ETA": "2011-01-01"}`, 400, "ETA"},
+		{"field and its capitals", "/allocate", "application/json", allocate(`, "Qty": 2`), 400, "Qty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -338,6 +350,40 @@ func TestHTTPHealthzAnswersWithoutCheckingDependencies(t *testing.T) {
 	api := serve(t, httpapi.Config{Checks: []httpapi.Check{down}})
 	if a := api.get("/healthz"); a.status != http.StatusOK || strings.TrimSpace(a.body) != `{"status":"ok"}` {
 		t.Fatalf("healthz: got %v, want 200 {\"status\":\"ok\"}", a)
+	}
+}
+
+// Probes that ask with HEAD get GET's status and headers, without a body.
+func TestHTTPHeadOnHealthzAndReadyzAnswersLikeGetWithoutABody(t *testing.T) {
+	t.Parallel()
+	up := httpapi.Check{Name: "postgres", Ping: func(context.Context) error { return nil }}
+	down := httpapi.Check{Name: "redis", Ping: func(context.Context) error { return errors.New("down") }}
+	healthy := serve(t, httpapi.Config{Checks: []httpapi.Check{up}})
+	unhealthy := serve(t, httpapi.Config{Checks: []httpapi.Check{up, down}})
+	for _, c := range []struct {
+		name   string
+		api    apiClient
+		path   string
+		status int
+	}{
+		{"healthz", healthy, "/healthz", http.StatusOK},
+		{"healthz with a dependency down", unhealthy, "/healthz", http.StatusOK},
+		{"readyz", healthy, "/readyz", http.StatusOK},
+		{"readyz with a dependency down", unhealthy, "/readyz", http.StatusServiceUnavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			get := c.api.get(c.path)
+			head := c.api.do(http.MethodHead, c.path, "", nil)
+			if get.status != c.status || head.status != c.status {
+				t.Fatalf("GET %s: %v, HEAD: %v, want both %d", c.path, get, head, c.status)
+			}
+			if head.body != "" {
+				t.Errorf("HEAD %s has a body: %q", c.path, head.body)
+			}
+			if g, h := get.header.Get("Content-Type"), head.header.Get("Content-Type"); g != h {
+				t.Errorf("HEAD %s: Content-Type %q, GET's is %q", c.path, h, g)
+			}
+		})
 	}
 }
 
