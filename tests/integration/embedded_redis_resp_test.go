@@ -24,7 +24,7 @@ type respStep struct {
 
 // respSteps is every kind of command the README says the embedded Redis
 // speaks, as the service and its neighbours send them: strings with NX EX,
-// streams with consumer groups, lists, scripts, pub/sub. Stream ids are
+// hashes with EXPIRE, streams with consumer groups, lists, scripts, pub/sub. Stream ids are
 // given, so that both servers answer the same.
 func respSteps(p string) []respStep {
 	script := `if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return 0 end
@@ -80,8 +80,14 @@ return 1`
 		{args: []any{"EVALSHA", "0123456789012345678901234567890123456789", "0"}},
 		{args: []any{"SCRIPT", "LOAD", "return 'loaded'"}},
 		{args: []any{"EVALSHA", "b534286061d4b9e4026607613b95c06c06015ae8", "0"}},
+		{args: []any{"HSET", p + "h", "m1", "1", "m2", "1"}},
+		{args: []any{"HEXISTS", p + "h", "m1"}},
+		{args: []any{"HEXISTS", p + "h", "m3"}},
+		{args: []any{"HGET", p + "h", "m2"}},
+		{args: []any{"EXPIRE", p + "h", "60"}},
+		{args: []any{"EXPIRE", p + "missing", "60"}},
 		{args: []any{"PUBLISH", p + "ch", "nobody listens"}},
-		{args: []any{"DEL", p + "k", p + "l", p + "s", p + "empty", p + "out", p + "published:m1"}},
+		{args: []any{"DEL", p + "k", p + "l", p + "s", p + "empty", p + "out", p + "published:m1", p + "h"}},
 	}
 }
 
