@@ -61,6 +61,7 @@ lint: ## gofmt, go vet and staticcheck must be clean; asyncapi.json must be vali
 
 fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/
+	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecodeEntry$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 	$(GO) test -run='^$$' -fuzz='^FuzzHTTPRequestBodies$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 
 bench-go: services ## Go benchmarks: the domain's hot path, and the store against the real PostgreSQL
