@@ -3,7 +3,7 @@
 #   docker build -t allocation --build-arg VERSION=$(git describe --always --dirty) .
 #   docker compose up --build      (with PostgreSQL, Redis and a mail catcher)
 
-FROM golang:1.26 AS build
+FROM golang:1.26.8 AS build
 WORKDIR /src
 # Modules first, so that a code change does not download them again.
 COPY go.mod go.sum ./
@@ -28,5 +28,9 @@ ENV HTTP_ADDR=:8080
 # the embedded Redis listens inside the container only; set
 # EMBEDDED_REDIS_ADDR=0.0.0.0:6380 and publish the port to reach it.
 ENV DATA_DIR=/home/nonroot/data
+# No shell or curl on distroless: the binary asks its own /readyz (on
+# HTTP_ADDR) and exits 0 or 1. Kubernetes ignores this and uses its probes.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/allocation", "healthcheck"]
 ENTRYPOINT ["/allocation"]
 CMD ["serve"]

@@ -9,7 +9,7 @@ PKGS      := ./...
 TESTFLAGS ?= -race -count=1
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run run-postgres build services test test-unit test-integration test-e2e lint fmt clean fuzz bench-go
+.PHONY: run run-postgres build services test test-unit test-integration test-e2e lint deploycheck fmt clean fuzz bench-go
 
 FUZZTIME ?= 60s
 
@@ -52,12 +52,19 @@ test-integration: services
 test-e2e: services
 	$(GO) test $(TESTFLAGS) ./tests/e2e/...
 
-lint: ## gofmt, go vet and staticcheck must be clean; asyncapi.json must be valid, its schemas compile and agree with the code
+lint: deploycheck ## gofmt, go vet and staticcheck must be clean, the deployment files valid, and asyncapi.json valid with schemas that compile and agree with the code
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) test -count=1 -run '^TestAsyncAPI' ./tests/unit/
+
+# deploy/kubernetes decoded strictly into the Kubernetes API types, and
+# docker-compose.yml and the Dockerfile checked, offline: no cluster, no
+# Docker. tools/deploycheck is a module of its own, so that the Kubernetes
+# packages never reach the service's binary.
+deploycheck:
+	cd tools/deploycheck && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && $(GO) test -count=1 ./... && $(GO) run . -root ../..
 
 fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/

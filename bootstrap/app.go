@@ -2,12 +2,15 @@ package bootstrap
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -51,6 +54,7 @@ type App struct {
 	redis    *goredis.Client
 	embedded *embeddedredis.Server // nil with REDIS_URL set
 	streams  *redis.StreamReader
+	metrics  *metrics.Metrics
 }
 
 // New opens the database (PostgreSQL, or the SQLite file) and connects to
@@ -70,6 +74,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 
 	m := metrics.New()
+	m.SetBuildInfo(cfg.Build.Version, cfg.Build.Commit)
 	m.WatchDB(db.DB)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
 		b, err := store.Backlog(ctx)
@@ -112,6 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db:         db,
 		redis:      rc,
 		embedded:   embedded,
+		metrics:    m,
 	}
 	app.Consumer, err = consumer.New(consumer.Config{
 		Bus:         bus,
@@ -235,38 +241,27 @@ type Parts struct {
 // accepting connections and finishes requests in flight; the consumer finishes
 // the messages in hand and acknowledges the settled ones.
 func (a *App) Run(ctx context.Context, parts Parts) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
+	// A listener that cannot open stops the ones already serving.
+	failed := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 	if parts.HTTP {
-		srv := &http.Server{
-			Addr:              a.cfg.HTTPAddr,
-			Handler:           a.Handler,
-			ReadHeaderTimeout: ReadHeaderTimeout,
-			ReadTimeout:       ReadTimeout,
-			WriteTimeout:      WriteTimeout,
-			IdleTimeout:       IdleTimeout,
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-		}
-		ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+		addr, err := a.serveHTTP(ctx, g, "http api", a.cfg.HTTPAddr, a.Handler, WriteTimeout)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", a.cfg.HTTPAddr, err)
+			return failed(err)
 		}
-		a.log.Info("http api listening", "addr", ln.Addr().String())
-		g.Go(func() error { a.announceReady(ctx, ln.Addr()); return nil })
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("http server: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-			defer cancel()
-			if err := srv.Shutdown(shutdownCtx); err != nil {
-				return fmt.Errorf("http shutdown: %w", err)
-			}
-			return nil
-		})
+		g.Go(func() error { a.announceReady(ctx, addr); return nil })
+	}
+	if a.cfg.AdminAddr != "" {
+		// A CPU profile takes 30 seconds by default: no write timeout.
+		if _, err := a.serveHTTP(ctx, g, "admin", a.cfg.AdminAddr, a.AdminHandler(), 0); err != nil {
+			return failed(err)
+		}
 	}
 	if parts.Consumer {
 		a.log.Info("redis consumer starting", "prefix", a.cfg.RedisPrefix)
@@ -282,7 +277,74 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 			return nil
 		})
 	}
+	g.Go(func() error { return a.prune(ctx) })
 	return g.Wait()
+}
+
+// serveHTTP listens on addr and serves h in g until ctx ends, then shuts
+// the server down gracefully. name says which listener in logs and errors.
+func (a *App) serveHTTP(ctx context.Context, g *errgroup.Group, name, addr string, h http.Handler, writeTimeout time.Duration) (net.Addr, error) {
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+	}
+	a.log.Info(name+" listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s server: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			return fmt.Errorf("%s shutdown: %w", name, err)
+		}
+		return nil
+	})
+	return ln.Addr(), nil
+}
+
+// AdminHandler serves what ADMIN_ADDR offers: the runtime profiles of
+// net/http/pprof under /debug/pprof/ and the metrics on /metrics.
+func (a *App) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", a.metrics.Handler())
+	return mux
+}
+
+// prune keeps the history within its retention whatever parts run: replicas
+// take turns (PostgreSQL advisory lock), so each may run it.
+func (a *App) prune(ctx context.Context) error {
+	r := sqlstore.Retention{Events: a.cfg.EventRetention, Inbox: a.cfg.InboxRetention}
+	a.log.Info("history pruner starting", "event_retention", r.Events.String(), "inbox_retention", r.Inbox.String(),
+		"interval", a.cfg.PruneInterval.String())
+	return a.Store.RunPruner(ctx, r, a.cfg.PruneInterval, func(stats []sqlstore.TableStats) {
+		tables := make([]metrics.TableRetention, len(stats))
+		for i, t := range stats {
+			tables[i] = metrics.TableRetention(t)
+			if t.Pruned > 0 {
+				a.log.Debug("history pruned", "table", t.Table, "pruned", t.Pruned, "kept", t.Rows)
+			}
+		}
+		a.metrics.Pruned(tables)
+	})
 }
 
 // Close releases the database, the Redis client and the embedded Redis.
@@ -314,7 +376,15 @@ func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Se
 		rawURL = embedded.URL()
 		log.Info("embedded redis listening: it keeps nothing across restarts", "redis_addr", embedded.Addr(), "redis_cli", redisCLI(embedded.Addr()))
 	}
-	rc, err := newRedisClient(rawURL)
+	// go-redis logs the odd event of its own (a bad connection dropped, a
+	// duration truncated) through a process-wide logger: send it to the
+	// service's JSON log rather than as plain text to stderr.
+	goredis.SetLogger(redis.NewClientLogger(log))
+	var files TLSFiles
+	if embedded == nil {
+		files = cfg.RedisTLS
+	}
+	rc, err := newRedisClient(rawURL, files)
 	if err != nil {
 		if embedded != nil {
 			embedded.Close()
@@ -344,7 +414,7 @@ func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
 	if cfg.EmbeddedRedis() {
 		rawURL = "redis://" + cfg.EmbeddedRedisAddr + "/0"
 	}
-	rc, err := newRedisClient(rawURL)
+	rc, err := newRedisClient(rawURL, cfg.RedisTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -358,10 +428,23 @@ func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
 	return rc, nil
 }
 
-func newRedisClient(rawURL string) (*goredis.Client, error) {
+// newRedisClient returns a client of rawURL. A rediss:// URL speaks TLS,
+// trusting the system's certificate authorities or, when files name one,
+// files.CAFile's, and showing files' client certificate when the server
+// asks for one. The URL carries the ACL user and password
+// (rediss://user:password@host:port/db).
+func newRedisClient(rawURL string, files TLSFiles) (*goredis.Client, error) {
 	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, fmt.Errorf("REDIS_URL %s: %w", redactURL(rawURL), err)
+	}
+	if files.Set() {
+		if opts.TLSConfig == nil {
+			return nil, errors.New("REDIS_TLS_* files need a rediss:// REDIS_URL")
+		}
+		if err := applyTLSFiles(opts.TLSConfig, files); err != nil {
+			return nil, err
+		}
 	}
 	// Fail fast while Redis is down: the event log keeps what could not be
 	// published and the dispatcher retries it, so a request must not wait.
@@ -370,4 +453,27 @@ func newRedisClient(rawURL string) (*goredis.Client, error) {
 	opts.ReadTimeout = 2 * time.Second
 	opts.WriteTimeout = 2 * time.Second
 	return goredis.NewClient(opts), nil
+}
+
+// applyTLSFiles loads the CA and the client certificate files names into c.
+func applyTLSFiles(c *tls.Config, files TLSFiles) error {
+	if files.CAFile != "" {
+		pem, err := os.ReadFile(files.CAFile)
+		if err != nil {
+			return fmt.Errorf("REDIS_TLS_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("REDIS_TLS_CA_FILE %s: no PEM certificate in it", files.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if files.CertFile != "" || files.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+		if err != nil {
+			return fmt.Errorf("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return nil
 }

@@ -65,6 +65,63 @@ type Config struct {
 	// 16, at most MaxConsumerConcurrency). Messages about one product are
 	// handled one after another whatever the setting.
 	ConsumerConcurrency int
+	// RedisTLS names the PEM files a rediss:// REDIS_URL trusts and shows;
+	// PostgreSQL takes its own from DATABASE_URL (sslrootcert, sslcert,
+	// sslkey).
+	RedisTLS TLSFiles
+	// AdminAddr, when set, is a second listener (ADMIN_ADDR) with
+	// /debug/pprof/ and /metrics, kept apart from the API so that it can
+	// stay unreachable from outside; empty: no such listener.
+	AdminAddr string
+	// Build says which build runs, for the allocation_build_info metric;
+	// main sets it, it is not read from the environment.
+	Build BuildInfo
+	// EventRetention is how long events are kept (EVENT_RETENTION, default
+	// 720h; 0 keeps them forever): older ones are deleted once every
+	// delivery of theirs is done.
+	EventRetention time.Duration
+	// InboxRetention is how long processed inbound message ids are kept
+	// (INBOX_RETENTION, default 168h; 0 keeps them forever). It may not be
+	// shorter than LongestRedelivery.
+	InboxRetention time.Duration
+	// PruneInterval is how often the history is pruned (PRUNE_INTERVAL,
+	// default 1m).
+	PruneInterval time.Duration
+}
+
+// TLSFiles are PEM files for a TLS client: CAFile replaces the system's
+// certificate authorities; CertFile and KeyFile, set together, are the
+// client certificate the server may ask for.
+type TLSFiles struct {
+	CAFile   string // REDIS_TLS_CA_FILE
+	CertFile string // REDIS_TLS_CERT_FILE
+	KeyFile  string // REDIS_TLS_KEY_FILE
+}
+
+// Set reports whether any file is named.
+func (f TLSFiles) Set() bool { return f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" }
+
+// BuildInfo is what `allocation version` prints.
+type BuildInfo struct {
+	Version string
+	Commit  string
+}
+
+// Retention defaults: a month of history, a week of inbound message ids,
+// pruned every minute.
+const (
+	DefaultEventRetention = 720 * time.Hour
+	DefaultInboxRetention = 168 * time.Hour
+	DefaultPruneInterval  = time.Minute
+)
+
+// LongestRedelivery bounds how late the stream consumer may bring a message
+// back: each of its StreamMaxDeliveries deliveries follows the one before
+// within 1.5 StreamClaimIdle (entries idle that long are reclaimed by a scan
+// every half StreamClaimIdle); twice that leaves the handling its time. An
+// inbox that forgot a message id sooner could apply a redelivery twice.
+func (c Config) LongestRedelivery() time.Duration {
+	return time.Duration(c.StreamMaxDeliveries) * 2 * c.StreamClaimIdle
 }
 
 // DefaultConsumerConcurrency keeps the PostgreSQL pool (20 connections)
@@ -96,6 +153,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		HTTPAddr:          orDefault(getenv("HTTP_ADDR"), DefaultHTTPAddr),
 		RedisPrefix:       getenv("REDIS_PREFIX"),
 		SMTPAddr:          getenv("SMTP_ADDR"),
+		AdminAddr:         getenv("ADMIN_ADDR"),
+		RedisTLS: TLSFiles{
+			CAFile:   getenv("REDIS_TLS_CA_FILE"),
+			CertFile: getenv("REDIS_TLS_CERT_FILE"),
+			KeyFile:  getenv("REDIS_TLS_KEY_FILE"),
+		},
 	}
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
@@ -109,6 +172,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.StreamClaimIdle = d
 	}
+	cfg.EventRetention = durationSetting(getenv, "EVENT_RETENTION", DefaultEventRetention, true, &errs)
+	cfg.InboxRetention = durationSetting(getenv, "INBOX_RETENTION", DefaultInboxRetention, true, &errs)
+	cfg.PruneInterval = durationSetting(getenv, "PRUNE_INTERVAL", DefaultPruneInterval, false, &errs)
 	cfg.ConsumerName = getenv("CONSUMER_NAME")
 	if cfg.ConsumerName == "" {
 		host, _ := os.Hostname()
@@ -142,14 +208,33 @@ func (c Config) Validate() error {
 	} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
 	}
+	if c.RedisTLS.Set() {
+		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
+			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
+		}
+		if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
+			errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
+		}
+	}
 	if !strings.Contains(c.HTTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("HTTP_ADDR %q: want host:port or :port", c.HTTPAddr))
+	}
+	if c.AdminAddr != "" && !strings.Contains(c.AdminAddr, ":") {
+		errs = append(errs, fmt.Errorf("ADMIN_ADDR %q: want host:port or :port", c.AdminAddr))
 	}
 	if c.SMTPAddr != "" && !strings.Contains(c.SMTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))
 	}
 	if c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > MaxConsumerConcurrency {
 		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY %d: want 1 to %d", c.ConsumerConcurrency, MaxConsumerConcurrency))
+	}
+	if c.InboxRetention != 0 && c.InboxRetention < c.LongestRedelivery() {
+		errs = append(errs, fmt.Errorf("INBOX_RETENTION %s: want 0 (keep) or at least %s, the longest the stream consumer may take to redeliver a message "+
+			"(STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE); lower those to allow less", c.InboxRetention, c.LongestRedelivery()))
+	}
+	if c.EventRetention < 0 || c.InboxRetention < 0 || c.PruneInterval <= 0 {
+		errs = append(errs, fmt.Errorf("EVENT_RETENTION %s, INBOX_RETENTION %s, PRUNE_INTERVAL %s: retentions are 0 (keep) or positive, the interval positive",
+			c.EventRetention, c.InboxRetention, c.PruneInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -220,6 +305,24 @@ func intSetting(getenv func(string) string, name string, def int64, errs *[]erro
 		*errs = append(*errs, fmt.Errorf("%s %q: want a positive integer", name, v))
 	}
 	return n
+}
+
+// durationSetting reads a Go duration (30s, 720h); zero is allowed when
+// zeroKeeps says it means "keep forever".
+func durationSetting(getenv func(string) string, name string, def time.Duration, zeroKeeps bool, errs *[]error) time.Duration {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || (d == 0 && !zeroKeeps) {
+		want := "a positive duration such as 1m"
+		if zeroKeeps {
+			want = "a duration such as 720h, or 0 to keep forever"
+		}
+		*errs = append(*errs, fmt.Errorf("%s %q: want %s", name, v, want))
+	}
+	return d
 }
 
 func orDefault(v, def string) string {

@@ -71,12 +71,37 @@ type OutOfStock struct {
 	SKU string
 }
 
-func (Allocated) Name() string           { return "allocated" }
-func (Deallocated) Name() string         { return "deallocated" }
-func (OutOfStock) Name() string          { return "out_of_stock" }
-func (e Allocated) ProductSKU() string   { return e.SKU }
-func (e Deallocated) ProductSKU() string { return e.SKU }
-func (e OutOfStock) ProductSKU() string  { return e.SKU }
-func (Allocated) isEvent()               {}
-func (Deallocated) isEvent()             {}
-func (OutOfStock) isEvent()              {}
+// BatchCreated: a batch of stock was added. It is on record only (the
+// event log is the history of stock); nothing handles it.
+type BatchCreated struct {
+	Ref string
+	SKU string
+	Qty int
+	ETA time.Time // zero: in the warehouse
+}
+
+// BatchQuantityChanged: the purchased quantity of a batch was corrected from
+// OldQty to Qty. On record only, like BatchCreated; the lines it deallocates
+// follow as Deallocated events.
+type BatchQuantityChanged struct {
+	Ref    string
+	SKU    string
+	OldQty int
+	Qty    int
+}
+
+func (Allocated) Name() string                    { return "allocated" }
+func (Deallocated) Name() string                  { return "deallocated" }
+func (OutOfStock) Name() string                   { return "out_of_stock" }
+func (e Allocated) ProductSKU() string            { return e.SKU }
+func (e Deallocated) ProductSKU() string          { return e.SKU }
+func (e OutOfStock) ProductSKU() string           { return e.SKU }
+func (BatchCreated) Name() string                 { return "batch_created" }
+func (BatchQuantityChanged) Name() string         { return "batch_quantity_changed" }
+func (e BatchCreated) ProductSKU() string         { return e.SKU }
+func (e BatchQuantityChanged) ProductSKU() string { return e.SKU }
+func (BatchCreated) isEvent()                     {}
+func (BatchQuantityChanged) isEvent()             {}
+func (Allocated) isEvent()                        {}
+func (Deallocated) isEvent()                      {}
+func (OutOfStock) isEvent()                       {}

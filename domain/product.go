@@ -49,7 +49,7 @@ func (p *Product) PullEvents() []Event {
 	return ev
 }
 
-// AddBatch adds stock. Adding a batch that is already here with the same values
+// AddBatch adds stock and records BatchCreated. Adding a batch that is already here with the same values
 // is a no-op, so a retried request does no harm; the same ref with other values
 // is refused with ErrBatchExists.
 func (p *Product) AddBatch(b *Batch) error {
@@ -64,6 +64,7 @@ func (p *Product) AddBatch(b *Batch) error {
 	}
 	p.batches = append(p.batches, b)
 	p.version++
+	p.events = append(p.events, BatchCreated{Ref: b.ref, SKU: b.sku, Qty: b.purchased, ETA: b.eta})
 	return nil
 }
 
@@ -99,7 +100,8 @@ func (p *Product) Allocate(l OrderLine) (string, error) {
 
 // ChangeBatchQuantity sets the purchased quantity of batch ref and, when that
 // leaves less than is allocated, deallocates lines until it fits, recording
-// Deallocated for each so that they can be allocated elsewhere.
+// Deallocated for each so that they can be allocated elsewhere. The change
+// itself is recorded first, as BatchQuantityChanged.
 func (p *Product) ChangeBatchQuantity(ref string, qty int) error {
 	if err := validateQuantity("qty", qty, 0); err != nil {
 		return err
@@ -111,6 +113,7 @@ func (p *Product) ChangeBatchQuantity(ref string, qty int) error {
 	if b.purchased == qty {
 		return nil
 	}
+	p.events = append(p.events, BatchQuantityChanged{Ref: ref, SKU: p.sku, OldQty: b.purchased, Qty: qty})
 	b.purchased = qty
 	p.version++
 	for b.AvailableQty() < 0 {

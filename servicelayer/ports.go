@@ -58,6 +58,9 @@ type EventLog interface {
 	// falls due after the retry policy's delay (or is parked as dead when
 	// the cause is permanent and it was its last attempt).
 	ReleaseRun(ctx context.Context, run []Delivery, cause error) error
+	// RetryNow makes every pending delivery that is waiting out the backoff
+	// of a failed attempt due at once: the dependency it failed on is back.
+	RetryNow(ctx context.Context) error
 }
 
 // Tx is what a handler may touch inside a unit of work.

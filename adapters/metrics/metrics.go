@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -28,6 +29,7 @@ type Metrics struct {
 	inbound      *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
 	listTrimmed  prometheus.Counter
+	retention    *retentionCollector
 }
 
 func New() *Metrics {
@@ -56,9 +58,26 @@ func New() *Metrics {
 			Name: "allocation_dead_letter_list_trimmed_total", Help: "Oldest entries trimmed off the Redis list dead_letter to keep it at its bound (the database keeps them).",
 		}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed,
+	m.retention = newRetentionCollector()
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.commands, m.deliveries, m.inbound, m.deadLetters, m.listTrimmed, m.retention,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// SetBuildInfo publishes allocation_build_info{version,commit,go_version} 1,
+// so that dashboards can tell which build each replica runs.
+func (m *Metrics) SetBuildInfo(version, commit string) {
+	if version == "" {
+		version = "unknown"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "allocation_build_info", Help: "Always 1; the labels say which build runs: version, commit and Go version.",
+	}, []string{"version", "commit", "go_version"})
+	info.WithLabelValues(version, commit, runtime.Version()).Set(1)
+	m.reg.MustRegister(info)
 }
 
 // Handler serves the metrics in the Prometheus text format.

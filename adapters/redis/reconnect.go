@@ -34,7 +34,7 @@ func untilCancelled(ctx context.Context, log *slog.Logger, msg string, attrs []a
 		}
 		failures++
 		wait := bo.NextBackOff()
-		log.WarnContext(ctx, msg, append(attrs, "failures", failures, "retry_in", wait, "error", err)...)
+		log.WarnContext(ctx, msg, append(attrs, "failures", failures, "retry_in", wait.String(), "error", err)...)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

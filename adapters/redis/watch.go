@@ -16,7 +16,7 @@ const watchInterval = 250 * time.Millisecond
 // Watch pings Redis until ctx ends and calls back when it answers again
 // after it did not: the outbox then publishes what it kept meanwhile,
 // instead of waiting out its backoff.
-func Watch(ctx context.Context, c goredis.UniversalClient, log *slog.Logger, back func()) {
+func Watch(ctx context.Context, c goredis.UniversalClient, log *slog.Logger, back func(context.Context)) {
 	down := false
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
@@ -36,7 +36,7 @@ func Watch(ctx context.Context, c goredis.UniversalClient, log *slog.Logger, bac
 		case err == nil && down:
 			down = false
 			log.InfoContext(ctx, "redis is back; publishing what the outbox kept")
-			back()
+			back(ctx)
 		}
 	}
 }

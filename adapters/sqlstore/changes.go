@@ -92,6 +92,10 @@ type ViewRow struct {
 type LoggedEvent struct {
 	Envelope servicelayer.Envelope
 	Payload  string
+	// OrderID and BatchRef are what the event is about, "" when it is not
+	// about one: the history is queried by them (event_log columns).
+	OrderID, BatchRef string
+	// Handlers may be empty: an event on record only queues no delivery.
 	Handlers []string
 }
 
@@ -220,13 +224,15 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 			c.Delivered = append(c.Delivered, s.store.marks.of(p.SKU())...)
 		}
 		for _, ev := range events {
-			payload, err := encodeEvent(ev)
+			payload, orderID, batchRef, err := encodeEvent(ev)
 			if err != nil {
 				return nil, err
 			}
 			c.Events = append(c.Events, LoggedEvent{
 				Envelope: servicelayer.Seal(ctx, ev, now),
 				Payload:  string(payload),
+				OrderID:  orderID,
+				BatchRef: batchRef,
 				Handlers: servicelayer.EventHandlers(ev.Name()),
 			})
 		}

@@ -43,6 +43,10 @@ JOIN event_log e ON e.id = d.event_id
 WHERE d.status = 'pending' AND d.next_attempt_at <= ?
 ORDER BY d.event_id LIMIT ?`
 
+// DueQuery is the statement Due runs on a dialect whose HeadsQuery is
+// heads: arguments now and limit. Exported for plans to be checked.
+func DueQuery(heads string) string { return fmt.Sprintf(dueHeads, heads) }
+
 // nextHead is when the first pending head falls due.
 const nextHead = `
 SELECT min(d.next_attempt_at) FROM (%s) h
@@ -57,7 +61,7 @@ type queries struct {
 
 	due, nextDue, dead, replay, skip, backlog, claim, recordFailure string
 
-	claimRun, runRows, releaseRun, attempts string
+	claimRun, runRows, releaseRun, attempts, retryNow string
 }
 
 func rebindQueries(bind int, heads string) queries {
@@ -72,7 +76,7 @@ func rebindQueries(bind int, heads string) queries {
 		skuOfBatch:  r(`SELECT sku FROM batches WHERE reference = ?`),
 		allocations: r(`SELECT sku, batchref FROM allocations_view WHERE orderid = ? ORDER BY id`),
 
-		due:     r(fmt.Sprintf(dueHeads, heads)),
+		due:     r(DueQuery(heads)),
 		nextDue: r(fmt.Sprintf(nextHead, heads)),
 		dead: r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
@@ -126,6 +130,11 @@ func rebindQueries(bind int, heads string) queries {
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.aggregate = ? AND d.handler = ? AND d.status <> 'done' AND d.event_id BETWEEN ? AND ?
 			ORDER BY d.event_id`),
+		// Only deliveries that failed before: a new one is left to the
+		// process that committed it for a moment.
+		retryNow: r(`
+			UPDATE event_deliveries SET next_attempt_at = ?
+			WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ? AND (claimed_until IS NULL OR claimed_until <= ?)`),
 		attempts: r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`),
 		releaseRun: r(`
 			UPDATE event_deliveries SET claimed_until = NULL, next_attempt_at = ?

@@ -117,9 +117,10 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, bind int, c *Changes) 
 	}
 	for _, ev := range c.Events {
 		env := ev.Envelope
-		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			env.MessageID, env.Event.ProductSKU(), env.Event.Name(), ev.Payload, env.OccurredAt, env.CausationID, env.CorrelationID)
+		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			env.MessageID, env.Event.ProductSKU(), env.Event.Name(), ev.Payload, env.OccurredAt, env.CausationID, env.CorrelationID,
+			nullIfEmpty(ev.OrderID), nullIfEmpty(ev.BatchRef))
 		for _, h := range ev.Handlers {
 			inTurn := !waiting[turn{env.Event.ProductSKU(), h}]
 			next := c.FirstAttempt
@@ -243,4 +244,10 @@ func firstWords(query string) string {
 		n = i
 	}
 	return query[:n+1]
+}
+
+// nullIfEmpty is NULL for "": a column that only some rows fill stays out
+// of its partial index in the others.
+func nullIfEmpty(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
 }

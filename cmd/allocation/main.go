@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -15,6 +17,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -46,6 +49,9 @@ Usage:
                              list the inbound messages refused, oldest first
   allocation dead-letters retry ID
                              put refused message ID back on its stream or channel
+  allocation healthcheck     exit 0 when the service on HTTP_ADDR is ready (GET /readyz), 1 otherwise
+  allocation events log [-sku X] [-order ID] [-after C] [-limit N] [-json]
+                             print the event log (the history of stock), oldest first
   allocation version         print the version, the commit and the Go version
   allocation help            show this text
   allocation COMMAND -h      show the help of one command
@@ -60,6 +66,12 @@ file and runs a Redis-protocol server of its own (embedded mode).
                  (unset: an embedded Redis on EMBEDDED_REDIS_ADDR, empty at every start)
   EMBEDDED_REDIS_ADDR    where the embedded Redis listens (default ` + bootstrap.DefaultEmbeddedRedisAddr + `)
   HTTP_ADDR      API listen address  (default ` + bootstrap.DefaultHTTPAddr + `)
+  ADMIN_ADDR     listen address of /debug/pprof/ and /metrics (default unset: no such listener;
+                 /metrics is on HTTP_ADDR too)
+  REDIS_TLS_CA_FILE      PEM file of the CA a rediss:// REDIS_URL's server is checked against
+                         (default: the system's)
+  REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE
+                         PEM client certificate and key, for a Redis that asks for one
   REDIS_PREFIX   prefix of every Redis channel and key (default empty)
   SMTP_ADDR      host:port of the mail server; unset: notifications go to the log
   LOG_LEVEL      debug, info, warn or error (default info)
@@ -70,11 +82,23 @@ file and runs a Redis-protocol server of its own (embedded mode).
   CONSUMER_NAME  this replica's name in the stream consumer group (default host-pid)
   CONSUMER_CONCURRENCY   inbound messages handled at once, each about another product;
                          one product's messages keep their order (default 16, 1 to 256)
+  EVENT_RETENTION  how long events are kept once delivered (default 720h; 0 keeps them forever)
+  INBOX_RETENTION  how long inbound message ids are remembered (default 168h; 0 keeps them;
+                   at least STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE)
+  PRUNE_INTERVAL   how often old history is deleted, in batches (default 1m)
 `
 
 // subcommandHelp explains the subcommands without flags of their own
 // (`allocation migrate -h`); serve's flags explain themselves.
 var subcommandHelp = map[string]string{
+	"healthcheck": `Usage: allocation healthcheck
+
+Asks the service listening on HTTP_ADDR (default ` + bootstrap.DefaultHTTPAddr + `, reached on the
+loopback interface when the host part is empty or unspecified) whether it is
+ready (GET /readyz) and exits 0 when it is, 1 when it is not or does not
+answer within ` + healthcheckTimeout.String() + `. For container health checks on images without
+a shell or curl.
+`,
 	"migrate": `Usage: allocation migrate
        allocation migrate status
 
@@ -95,6 +119,7 @@ plain go build), the commit, and the Go version the binary was built with.
 	"events": `Usage: allocation events dead
        allocation events replay ID
        allocation events skip ID
+       allocation events log [flags]   (allocation events log -h for its flags)
 
 A delivery is parked as dead only when its handler refuses it every time
 (an event that cannot be encoded, say), never because Redis or the mail
@@ -109,6 +134,7 @@ replay ID  puts the dead deliveries of event ID back in line with fresh
            ones that waited behind them, in order.
 skip ID    marks the dead deliveries of event ID done without making them;
            the ones that waited behind them go on.
+log        prints the event log, the history of stock, oldest first.
 All read the database the service uses (DATABASE_URL, or the SQLite file).
 `,
 }
@@ -168,11 +194,21 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return 2
 		}
 	}
+	// healthcheck needs HTTP_ADDR only: a setting it does not use must not
+	// make a healthy container look sick.
+	if args[0] == "healthcheck" {
+		if err := healthcheck(getenv("HTTP_ADDR"), stdout); err != nil {
+			fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	cfg, err := bootstrap.FromEnv(getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "configuration: %v\n", err)
 		return 2
 	}
+	cfg.Build = bootstrap.BuildInfo{Version: version, Commit: buildCommit()}
 	log := slog.New(servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -290,9 +326,14 @@ func migrate(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args [
 // one the build recorded (go build without -buildvcs=false, in a git work
 // tree).
 func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "allocation %s\ncommit %s\n%s\n", version, buildCommit(), runtime.Version())
+}
+
+// buildCommit is the commit the binary was built from, with " (modified)" when
+// the work tree had changes, or "unknown".
+func buildCommit() string {
 	if commit != "" {
-		fmt.Fprintf(w, "allocation %s\ncommit %s\n%s\n", version, commit, runtime.Version())
-		return
+		return commit
 	}
 	recorded, modified := "unknown", ""
 	if info, ok := debug.ReadBuildInfo(); ok {
@@ -305,7 +346,43 @@ func printVersion(w io.Writer) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "allocation %s\ncommit %s%s\n%s\n", version, recorded, modified, runtime.Version())
+	return recorded + modified
+}
+
+// healthcheckTimeout bounds the whole check, below the usual container
+// health check timeouts.
+const healthcheckTimeout = 3 * time.Second
+
+// healthcheck asks the service on httpAddr for GET /readyz and returns nil
+// when it answers 200.
+func healthcheck(httpAddr string, stdout io.Writer) error {
+	if httpAddr == "" {
+		httpAddr = bootstrap.DefaultHTTPAddr
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR %q: %w", httpAddr, err)
+	}
+	// A server listening on every interface is reached on the loopback one.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
+	client := &http.Client{Timeout: healthcheckTimeout}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(stdout, "%s: ready\n", url)
+	return nil
 }
 
 // databaseName says which database a command works on, without its password.
@@ -329,7 +406,11 @@ func notificationsMode(cfg bootstrap.Config) string {
 // events inspects and repairs the event log.
 func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("events: want `dead`, `replay ID` or `skip ID`")
+		return errors.New("events: want `dead`, `replay ID`, `skip ID` or `log`")
+	}
+	if args[0] == "log" && len(args) > 1 && isHelp(args[1]) {
+		// Help needs no database: the flags answer before it is read.
+		return eventsLog(ctx, nil, args[1:], stdout, stdout)
 	}
 	db, eventLog, err := bootstrap.OpenStore(ctx, cfg, log)
 	if err != nil {
@@ -350,6 +431,8 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 				d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
 		}
 		return w.Flush()
+	case args[0] == "log":
+		return eventsLog(ctx, eventLog, args[1:], stdout, os.Stderr)
 	case args[0] == "replay" && len(args) == 2:
 		id, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {

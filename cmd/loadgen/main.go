@@ -35,6 +35,8 @@ type config struct {
 	redisURL  string
 	duration  time.Duration
 	quick     bool
+	// outboxOnly runs the outbox phases alone.
+	outboxOnly bool
 }
 
 // sizes of one run: the full one, or the -quick smoke run.
@@ -55,6 +57,7 @@ func main() {
 	flag.StringVar(&cfg.redisURL, "redis", "redis://127.0.0.1:6379/0", "Redis")
 	flag.DurationVar(&cfg.duration, "duration", 0, "length of each load phase (default 8s, 2s with -quick)")
 	flag.BoolVar(&cfg.quick, "quick", false, "a short smoke run: shorter phases, smaller histories")
+	flag.BoolVar(&cfg.outboxOnly, "outbox-only", false, "run only the outbox phases (Redis stopped, frozen; backlog drain)")
 	flag.Parse()
 	if cfg.duration == 0 {
 		cfg.duration = 8 * time.Second
@@ -79,6 +82,14 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	sz := sizes{roundTrips: 200, inbound: 10_000, histories: []int{0, 10_000, 100_000}, samples: 200}
 	if cfg.quick {
 		sz = sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
+	}
+	if cfg.outboxOnly {
+		var t table
+		if err := outboxPhases(ctx, cfg, &t); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		t.print(out)
+		return nil
 	}
 	opts, err := goredis.ParseURL(cfg.redisURL)
 	if err != nil {
@@ -205,6 +216,12 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 				}
 			}
 			t.add(r, h.firstErr, "")
+		}
+	}
+
+	if cfg.target == "" {
+		if err := outboxPhases(ctx, cfg, &t); err != nil {
+			return fmt.Errorf("outbox: %w", err)
 		}
 	}
 

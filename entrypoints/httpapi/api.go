@@ -31,9 +31,10 @@ type Bus interface {
 	Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error)
 }
 
-// Views answers queries from the read model.
+// Views answers queries from the read model and the event log.
 type Views interface {
 	Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error)
+	servicelayer.History
 }
 
 // Check is a dependency /readyz pings.
@@ -115,6 +116,8 @@ func New(cfg Config) *echo.Echo {
 	// Echo does not match an empty parameter: without this route an empty
 	// order id would be an unknown route (404) rather than bad input (400).
 	e.GET("/allocations/", h.allocations)
+	e.GET("/allocations/:orderid/history", h.orderHistory)
+	e.GET("/events", h.events)
 	e.GET("/healthz", h.healthz)
 	e.HEAD("/healthz", h.healthz) // net/http leaves out the body of a HEAD answer
 	e.GET("/readyz", h.readyz)

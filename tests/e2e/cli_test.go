@@ -34,6 +34,8 @@ func TestEverySubcommandExplainsItselfWithoutTouchingAnything(t *testing.T) {
 		{[]string{"events", "replay", "-h"}, "replay ID"},
 		{[]string{"events", "replay", "42", "--help"}, "replay ID"},
 		{[]string{"version", "-h"}, "Usage: allocation version"},
+		{[]string{"healthcheck", "-h"}, "Usage: allocation healthcheck"},
+		{[]string{"events", "log", "-h"}, "-after"},
 		{[]string{"version"}, "commit"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 type store interface {
 	servicelayer.UnitOfWork
 	servicelayer.EventLog
+	servicelayer.History
 	Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error)
 }
 
@@ -149,6 +150,39 @@ func TestContractOfTheStorageAdapters(t *testing.T) {
 				_, err := s.Do(mctx, func(servicelayer.Tx) error { return nil })
 				if !errors.Is(err, want) && !(want == nil && err == nil) {
 					t.Fatalf("attempt %d: %v, want %v", i, err, want)
+				}
+			}
+		}},
+		{"the history holds every event, filtered and paged alike", func(t *testing.T, s store) {
+			addStock(t, s, "SHELF", "s1", 10, time.Time{})
+			addStock(t, s, "TABLE", "t1", 10, time.Time{})
+			allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "SHELF", Qty: 3})
+			allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "TABLE", Qty: 3})
+			allocate(t, s, domain.OrderLine{OrderID: "o2", SKU: "SHELF", Qty: 30})
+			for _, c := range []struct {
+				q    servicelayer.EventQuery
+				want []string
+			}{
+				{servicelayer.EventQuery{}, []string{"batch_created", "batch_created", "allocated", "allocated", "out_of_stock"}},
+				{servicelayer.EventQuery{SKU: "SHELF"}, []string{"batch_created", "allocated", "out_of_stock"}},
+				{servicelayer.EventQuery{OrderID: "o1", Limit: 1}, []string{"allocated"}},
+				{servicelayer.EventQuery{BatchRef: "t1"}, []string{"batch_created", "allocated"}},
+				{servicelayer.EventQuery{Type: "allocated", SKU: "TABLE"}, []string{"allocated"}},
+				{servicelayer.EventQuery{OrderID: "o2"}, nil}, // out of stock names no order
+			} {
+				found, err := s.Events(ctx, c.q)
+				var got []string
+				for _, env := range found {
+					got = append(got, env.Event.Name())
+				}
+				if err != nil || !slices.Equal(got, c.want) {
+					t.Errorf("%+v: %v, %v; want %v", c.q, got, err, c.want)
+				}
+				if len(found) > 0 {
+					rest, err := s.Events(ctx, servicelayer.EventQuery{SKU: c.q.SKU, OrderID: c.q.OrderID, BatchRef: c.q.BatchRef, Type: c.q.Type, After: found[0].LogID})
+					if err != nil || len(rest) != len(c.want)-1 && c.q.Limit == 0 {
+						t.Errorf("%+v after the first: %d events, %v; want %d", c.q, len(rest), err, len(c.want)-1)
+					}
 				}
 			}
 		}},

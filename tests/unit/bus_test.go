@@ -358,3 +358,40 @@ func TestConcurrentAllocationsAllocateExactlyTheStock(t *testing.T) {
 		t.Fatalf("dead deliveries: %v", dead)
 	}
 }
+
+// After a transient failure the publisher is paused, not retried per
+// request: an outage costs the requests nothing. Once Redis is known to be
+// back (Resume), the backlog goes out in order, in one batch.
+func TestAnOutagePausesThePublisherUntilItIsBack(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	app.bus = servicelayer.NewBus(servicelayer.Dependencies{
+		UoW: app.store, Publisher: app.publisher, Notifier: app.notifier, Log: slog.New(app.logs),
+		Retry: servicelayer.RetryPolicy{Initial: time.Hour, Max: time.Hour},
+	})
+	withClock(app)
+	sku := uniqueName("PAUSED")
+	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 100})
+	app.publisher.failNext(-1)
+	for i := range 10 {
+		handle(t, app, domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: sku, Qty: 1})
+	}
+	if calls := len(app.publisher.calls()); calls != 1 {
+		t.Fatalf("the publisher was tried %d times during the outage, want once", calls)
+	}
+	app.publisher.failNext(0)
+	d := servicelayer.NewDispatcher(app.bus, app.store, nil)
+	d.Resume(context.Background())
+	if err := d.DeliverDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := allocatedEvents(t, app.publisher.sent())
+	if len(got) != 10 {
+		t.Fatalf("published %d of 10 after Redis came back", len(got))
+	}
+	for i, ev := range got {
+		if ev.OrderID != fmt.Sprintf("o%d", i) {
+			t.Fatalf("published out of order: %v", got)
+		}
+	}
+}

@@ -84,6 +84,11 @@ func TestConfigRefusesSettingsThatCannotWork(t *testing.T) {
 		{map[string]string{"REDIS_URL": "http://cache:6379"}, "REDIS_URL"},
 		{map[string]string{"EMBEDDED_REDIS_ADDR": "6380"}, "EMBEDDED_REDIS_ADDR"},
 		{map[string]string{"DATA_DIR": "data?mode=memory"}, "DATA_DIR"},
+		{map[string]string{"ADMIN_ADDR": "6060"}, "ADMIN_ADDR"},
+		// TLS files without TLS, or half a client certificate.
+		{map[string]string{"REDIS_URL": "redis://cache:6379/0", "REDIS_TLS_CA_FILE": "ca.crt"}, "rediss://"},
+		{map[string]string{"REDIS_TLS_CA_FILE": "ca.crt"}, "rediss://"},
+		{map[string]string{"REDIS_URL": "rediss://cache:6379/0", "REDIS_TLS_CERT_FILE": "client.crt"}, "REDIS_TLS_KEY_FILE"},
 	}
 	for _, c := range cases {
 		if _, err := bootstrap.FromEnv(env(c.vars)); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -130,5 +135,26 @@ func TestConsumerConcurrencyComesFromTheEnvironmentWithinBounds(t *testing.T) {
 				t.Fatalf("FromEnv error = %v, want one naming %q", err, c.err)
 			}
 		})
+	}
+}
+
+func TestConfigReadsTheRedisTLSFilesAndTheAdminAddress(t *testing.T) {
+	t.Parallel()
+	cfg, err := bootstrap.FromEnv(env(map[string]string{
+		"REDIS_URL":           "rediss://allocation:secret@cache:6380/0",
+		"REDIS_TLS_CA_FILE":   "/etc/allocation/ca.crt",
+		"REDIS_TLS_CERT_FILE": "/etc/allocation/client.crt",
+		"REDIS_TLS_KEY_FILE":  "/etc/allocation/client.key",
+		"ADMIN_ADDR":          "127.0.0.1:6060",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bootstrap.TLSFiles{CAFile: "/etc/allocation/ca.crt", CertFile: "/etc/allocation/client.crt", KeyFile: "/etc/allocation/client.key"}
+	if cfg.RedisTLS != want || cfg.AdminAddr != "127.0.0.1:6060" {
+		t.Fatalf("got %+v and ADMIN_ADDR %q, want %+v and 127.0.0.1:6060", cfg.RedisTLS, cfg.AdminAddr, want)
+	}
+	if a := attrs(cfg); strings.Contains(a["redis_url"], "secret") {
+		t.Fatalf("the start-up line shows the Redis password: %s", a["redis_url"])
 	}
 }

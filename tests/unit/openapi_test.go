@@ -106,14 +106,16 @@ func TestOpenAPIDocumentsTheStatusesOfTheCommands(t *testing.T) {
 	t.Parallel()
 	doc := fetchOpenAPI(t)
 	want := map[string][]string{
-		"POST /add_batch":            {"201", "400", "409", "413", "415", "503"},
-		"POST /allocate":             {"202", "400", "413", "415", "503"},
-		"GET /allocations/{orderid}": {"200", "400", "404", "503"},
-		"GET /readyz":                {"200", "503"},
-		"GET /healthz":               {"200"},
-		"HEAD /healthz":              {"200"},
-		"HEAD /readyz":               {"200", "503"},
-		"GET /openapi.json":          {"200"},
+		"POST /add_batch":                    {"201", "400", "409", "413", "415", "503"},
+		"POST /allocate":                     {"202", "400", "413", "415", "503"},
+		"GET /allocations/{orderid}":         {"200", "400", "404", "503"},
+		"GET /allocations/{orderid}/history": {"200", "400", "404", "503"},
+		"GET /events":                        {"200", "400", "503"},
+		"GET /readyz":                        {"200", "503"},
+		"GET /healthz":                       {"200"},
+		"GET /openapi.json":                  {"200"},
+		"HEAD /healthz":                      {"200"},
+		"HEAD /readyz":                       {"200", "503"},
 	}
 	for op, statuses := range want {
 		method, path, _ := strings.Cut(op, " ")

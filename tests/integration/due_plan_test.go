@@ -1,0 +1,75 @@
+package integration_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"allocation/adapters/postgres"
+	"allocation/adapters/sqlstore"
+)
+
+// duePlan runs EXPLAIN (ANALYZE, BUFFERS) of the dispatcher's due query and
+// returns the plan's text and how many buffers it touched.
+func duePlan(t *testing.T, db testDB) (string, int) {
+	t.Helper()
+	var raw []byte
+	query := sqlx.Rebind(sqlx.DOLLAR, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+sqlstore.DueQuery((&postgres.Dialect{}).HeadsQuery()))
+	if err := db.Get(&raw, query, time.Now().UTC(), 100); err != nil {
+		t.Fatalf("explain the due query: %v", err)
+	}
+	var plans []struct {
+		Plan struct {
+			SharedHit  int `json:"Shared Hit Blocks"`
+			SharedRead int `json:"Shared Read Blocks"`
+		} `json:"Plan"`
+	}
+	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("plan %s: %v", raw, err)
+	}
+	return string(raw), plans[0].Plan.SharedHit + plans[0].Plan.SharedRead
+}
+
+// pendOn queues n pending publications on product sku, with their events.
+func pendOn(t *testing.T, db testDB, sku string, n int) {
+	t.Helper()
+	if _, err := db.Exec(`
+		WITH e AS (
+			INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at)
+			SELECT gen_random_uuid(), $1::text, 'allocated', jsonb_build_object('orderid', 'o' || i, 'sku', $1::text, 'qty', 1, 'batchref', 'b'), now()
+			FROM generate_series(1, $2::int) i RETURNING id)
+		INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at)
+		SELECT id, 'publish', $1::text, now() FROM e`, sku, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`ANALYZE event_deliveries`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The dispatcher asks "what is due" every round, and most often during an
+// outage's backlog: the query walks the index of open deliveries from one
+// product to the next, so that 100,000 pending on one product cost what 10
+// do, not a scan of them all.
+func TestTheDueQueryCostsTheSameAt10Or100000PendingOnAProduct(t *testing.T) {
+	t.Parallel()
+	db := freshPG(t)
+	pendOn(t, db, "SMALL", 10)
+	pendOn(t, db, "OTHER", 3)
+	_, small := duePlan(t, db)
+	pendOn(t, db, "BIG", 100_000)
+	plan, big := duePlan(t, db)
+	var indexPages int
+	if err := db.Get(&indexPages, `SELECT pg_relation_size('event_deliveries_open_idx') / current_setting('block_size')::int`); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("buffers touched: %d with 13 pending, %d with 100,013; the open deliveries' index has %d pages", small, big, indexPages)
+	// A lookup descends the index (a few pages more as it deepens); a
+	// scan would read it all.
+	if big*10 > indexPages || !strings.Contains(plan, "event_deliveries_open_idx") {
+		t.Fatalf("the due query touched %d buffers with 100,000 pending (%d with 10; the index has %d pages): it scans the backlog\n%s", big, small, indexPages, plan)
+	}
+}
