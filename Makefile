@@ -52,11 +52,12 @@ test-integration: services
 test-e2e: services
 	$(GO) test $(TESTFLAGS) ./tests/e2e/...
 
-lint: deploycheck ## gofmt, go vet and staticcheck must be clean, and the deployment files valid
+lint: deploycheck ## gofmt, go vet and staticcheck must be clean, the deployment files valid, and asyncapi.json valid with schemas that compile and agree with the code
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) test -count=1 -run '^TestAsyncAPI' ./tests/unit/
 
 # deploy/kubernetes decoded strictly into the Kubernetes API types, and
 # docker-compose.yml and the Dockerfile checked, offline: no cluster, no
@@ -67,6 +68,7 @@ deploycheck:
 
 fuzz: ## each fuzz target for FUZZTIME (default 60s), starting from the committed corpus
 	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecode$$' -fuzztime=$(FUZZTIME) ./tests/unit/
+	$(GO) test -run='^$$' -fuzz='^FuzzConsumerDecodeEntry$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 	$(GO) test -run='^$$' -fuzz='^FuzzHTTPRequestBodies$$' -fuzztime=$(FUZZTIME) ./tests/unit/
 
 bench-go: services ## Go benchmarks: the domain's hot path, and the store against the real PostgreSQL

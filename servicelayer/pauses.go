@@ -53,9 +53,7 @@ func (p *handlerPauses) failed(handler string, now time.Time) time.Duration {
 func (p *handlerPauses) succeeded(handler string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.byName[handler]; ok {
-		delete(p.byName, handler)
-	}
+	delete(p.byName, handler)
 }
 
 // resumeAll ends every pause: a dependency came back.

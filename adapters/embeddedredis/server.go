@@ -8,8 +8,9 @@
 // dead letters, the publisher's dedupe keys) is gone when the process
 // stops. It speaks what the service uses: pub/sub, Lua scripts (SET NX EX,
 // XADD MAXLEN ~, PUBLISH), streams with consumer groups (XREADGROUP, XACK,
-// XPENDING, XCLAIM), lists and MULTI/EXEC. It does not do CLIENT KILL,
-// CONFIG, persistence or replication.
+// XPENDING, XCLAIM), lists and MULTI/EXEC, to RESP2 and RESP3 clients
+// alike (see resp3.go). It does not do CLIENT KILL, CONFIG, persistence or
+// replication.
 package embeddedredis
 
 import (
@@ -37,6 +38,7 @@ func Start(addr string) (*Server, error) {
 	if err := m.StartAddr(addr); err != nil {
 		return nil, fmt.Errorf("embedded redis on %s: %w", addr, err)
 	}
+	m.Server().SetPreHook(resp3Hook(m.Server()))
 	return &Server{m: m}, nil
 }
 

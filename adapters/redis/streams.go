@@ -66,14 +66,15 @@ func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *
 
 // Run reads streams until ctx ends, reconnecting with backoff when Redis is
 // away. It calls handle for one entry at a time, in stream order (id is the
-// entry's stream id); handle may block, and Run then reads no further. handle
+// entry's stream id, payload its "data" field, fields its other fields);
+// handle may block, and Run then reads no further. handle
 // calls settle once the entry is settled (applied, or set aside as a dead
 // letter: true) or not (false), from any goroutine and in any order. Settled
 // entries are acknowledged in batches, never before they are settled; the
 // others stay pending and come back after ClaimIdle. When ctx ends, Run
 // returns only once every entry it handed over is settled and the settled
 // ones are acknowledged.
-func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte, settle func(settled bool))) error {
+func (r *StreamReader) Run(ctx context.Context, streams []string, handle streamHandler) error {
 	acks := newAcker(context.WithoutCancel(ctx), r.client, r.opts.Group, r.log)
 	go acks.run()
 	err := untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"streams", streams}, func(healthy func()) error {
@@ -83,7 +84,7 @@ func (r *StreamReader) Run(ctx context.Context, streams []string, handle func(ct
 	return err
 }
 
-type streamHandler = func(ctx context.Context, stream, id string, payload []byte, settle func(settled bool))
+type streamHandler = func(ctx context.Context, stream, id string, payload []byte, fields map[string]string, settle func(settled bool))
 
 // readCount is how many entries one XREADGROUP asks for.
 const readCount = 100
@@ -144,8 +145,14 @@ func (r *StreamReader) deliver(ctx context.Context, key string, m goredis.XMessa
 		}
 		return
 	}
+	fields := make(map[string]string, len(m.Values)-1)
+	for name, v := range m.Values {
+		if s, ok := v.(string); ok && name != "data" {
+			fields[name] = s
+		}
+	}
 	acks.hold(key, m.ID)
-	handle(ctx, stream, m.ID, []byte(payload), func(settled bool) { acks.settle(key, m.ID, settled) })
+	handle(ctx, stream, m.ID, []byte(payload), fields, func(settled bool) { acks.settle(key, m.ID, settled) })
 }
 
 // reclaim takes over entries that stayed pending longer than ClaimIdle with

@@ -70,12 +70,13 @@ type Source interface {
 
 // StreamSource delivers stream entries that stay pending until settled.
 // *redis.StreamReader is one. It calls handle one entry at a time in stream
-// order; handle may block (backpressure) and calls settle exactly once, later
+// order, with the entry's "data" field as payload and its other fields as
+// fields; handle may block (backpressure) and calls settle exactly once, later
 // and from another goroutine, saying whether the entry is settled (applied,
 // or set aside) and may be acknowledged. Run returns only once every entry
 // it handed over has been settled.
 type StreamSource interface {
-	Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte, settle func(settled bool))) error
+	Run(ctx context.Context, streams []string, handle func(ctx context.Context, stream, id string, payload []byte, fields map[string]string, settle func(settled bool))) error
 }
 
 // Config is what a Consumer needs.
@@ -155,7 +156,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var inHand sync.WaitGroup
 	defer inHand.Wait()
 	return c.source.Run(ctx, []string{ChangeBatchQuantity, Allocate}, func(ctx context.Context, channel string, payload []byte) {
-		m := c.prepare(ctx, channel, payload, "")
+		m := c.prepare(ctx, channel, payload, nil, "")
 		m.received = time.Now()
 		inHand.Add(1)
 		c.pool.Submit(m.key, func() {
@@ -172,11 +173,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) RunStreams(ctx context.Context, streams StreamSource) error {
 	var inHand sync.WaitGroup
 	defer inHand.Wait()
-	return streams.Run(ctx, []string{ChangeBatchQuantity, Allocate}, func(ctx context.Context, stream, id string, payload []byte, settle func(bool)) {
+	return streams.Run(ctx, []string{ChangeBatchQuantity, Allocate}, func(ctx context.Context, stream, id string, payload []byte, fields map[string]string, settle func(bool)) {
 		// An entry without a message_id is known by its stream id, so a
 		// redelivery of an entry applied but not acknowledged is skipped by
 		// the inbox.
-		m := c.prepare(ctx, stream, payload, "stream:"+stream+":"+id)
+		m := c.prepare(ctx, stream, payload, fields, "stream:"+stream+":"+id)
 		m.streamID, m.received = id, time.Now()
 		inHand.Add(1)
 		c.pool.Submit(m.key, func() {
@@ -204,10 +205,11 @@ type inbound struct {
 
 // prepare decodes a message and finds its key. It runs in arrival order on
 // the reading goroutine, since the key decides what the message waits for.
+// fields are a stream entry's fields beside its body (nil for pub/sub);
 // fallbackID names a message that carries no message_id.
-func (c *Consumer) prepare(ctx context.Context, channel string, payload []byte, fallbackID string) *inbound {
+func (c *Consumer) prepare(ctx context.Context, channel string, payload []byte, fields map[string]string, fallbackID string) *inbound {
 	m := &inbound{channel: channel, payload: payload}
-	m.msg, m.err = decode(channel, payload)
+	m.msg, m.err = decode(channel, payload, fields)
 	if m.err != nil {
 		// Any key will do: it is only set aside. A key of its own lets a
 		// flood of them be set aside side by side, their dead letters
@@ -231,13 +233,13 @@ func (c *Consumer) prepare(ctx context.Context, channel string, payload []byte, 
 
 // decode is Decode with a panic turned into its error, so that one bad
 // message cannot stop the consumer.
-func decode(channel string, payload []byte) (msg Message, err error) {
+func decode(channel string, payload []byte, fields map[string]string) (msg Message, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = &decodeError{fmt.Errorf("panic while decoding: %v", p)}
 		}
 	}()
-	msg, err = Decode(channel, payload)
+	msg, err = DecodeEntry(channel, payload, fields)
 	if err != nil {
 		return Message{}, &decodeError{err}
 	}
@@ -357,7 +359,7 @@ func (c *Consumer) setAside(ctx context.Context, m *inbound, err error) bool {
 // (it has no body, or was delivered too often) as a dead letter. The entry
 // may be acknowledged once it returns nil; until then it stays pending.
 func (c *Consumer) SetAsideEntry(ctx context.Context, stream, id string, payload []byte, reason string) error {
-	if _, err := decode(stream, payload); err != nil && len(payload) > 0 {
+	if _, err := decode(stream, payload, nil); err != nil && len(payload) > 0 {
 		// Why it never settled, most likely: its earlier dead letters
 		// could not be recorded.
 		reason += "; " + err.Error()
@@ -456,7 +458,9 @@ func (c *Consumer) apply(ctx context.Context, m *inbound) (err error) {
 	msg := m.msg
 	if msg.ID != "" {
 		ctx = servicelayer.WithMessageID(ctx, msg.ID)
-		ctx = servicelayer.WithCause(ctx, servicelayer.Cause{CausationID: msg.ID, CorrelationID: msg.ID})
+	}
+	if cause := causeOf(msg); cause != (servicelayer.Cause{}) {
+		ctx = servicelayer.WithCause(ctx, cause)
 	}
 	_, err = c.bus.Handle(ctx, msg.Command)
 	if errors.Is(err, servicelayer.ErrDuplicateMessage) {
@@ -469,6 +473,21 @@ func (c *Consumer) apply(ctx context.Context, m *inbound) (err error) {
 	}
 	c.log.DebugContext(ctx, "message handled", "channel", m.channel, "command", msg.Command.Name(), "message_id", msg.ID)
 	return nil
+}
+
+// causeOf is the cause of the work a message asks for, which the events it
+// raises carry: caused by the message itself (its id), or, when it has none,
+// by what the sender says caused it; in the chain the sender names, or else
+// in the chain the message starts.
+func causeOf(msg Message) servicelayer.Cause {
+	c := servicelayer.Cause{CausationID: msg.ID, CorrelationID: msg.CorrelationID}
+	if c.CausationID == "" {
+		c.CausationID = msg.CausationID
+	}
+	if c.CorrelationID == "" {
+		c.CorrelationID = c.CausationID
+	}
+	return c
 }
 
 // errDuplicate: the message was processed before and is skipped.

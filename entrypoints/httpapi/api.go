@@ -123,6 +123,7 @@ func New(cfg Config) *echo.Echo {
 	e.GET("/readyz", h.readyz)
 	e.HEAD("/readyz", h.readyz)
 	e.GET("/openapi.json", serveOpenAPI)
+	e.GET("/asyncapi.json", serveAsyncAPI)
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
 	}

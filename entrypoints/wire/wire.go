@@ -1,6 +1,8 @@
 // Package wire decodes the JSON bodies that reach the service, over HTTP or
-// Redis, strictly: one JSON object, no unknown fields, no trailing data, the
-// right types. Its errors name the field at fault.
+// Redis: one JSON object, no field given twice, no trailing data, the right
+// types. HTTP bodies are read strictly (no unknown fields); messages from
+// other services tolerantly (unknown fields ignored). Its errors name the
+// field at fault.
 package wire
 
 import (
@@ -21,8 +23,15 @@ func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
 // Decode reads exactly one JSON object from data into v. A field given twice
 // is refused rather than silently taking the last value, and so is null in
-// place of the object.
-func Decode(data []byte, v any) error {
+// place of the object, and so is a field v does not have.
+func Decode(data []byte, v any) error { return decode(data, v, true) }
+
+// DecodeTolerant is Decode ignoring the fields v does not have, for messages
+// from other services: a sender may add fields without breaking this reader
+// (a tolerant reader). Everything else is refused as by Decode.
+func DecodeTolerant(data []byte, v any) error { return decode(data, v, false) }
+
+func decode(data []byte, v any, strict bool) error {
 	trimmed := bytes.TrimSpace(data)
 	switch {
 	case len(trimmed) == 0:
@@ -34,7 +43,9 @@ func Decode(data []byte, v any) error {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return explain(err)
 	}

@@ -87,6 +87,30 @@ func TestAllocateChannelAllocatesAndAnnounces(t *testing.T) {
 	})
 }
 
+// A sender may add fields of its own and propagate its trace and chain: the
+// message is applied, and the event it raises carries the sender's
+// correlation_id and is caused by the message.
+func TestAnAllocateMessageWithExtraFieldsIsAppliedAndItsChainCarriedOn(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	orderID, sku, ref := testenv.RandomName("order-"), testenv.RandomName("sku-"), testenv.RandomName("batch-")
+	s.addBatch(ref, sku, 10, nil)
+	messages := s.subscribe("line_allocated")
+
+	messageID, correlationID := testenv.RandomName("msg-"), testenv.RandomName("checkout-")
+	s.publish("allocate", map[string]any{
+		"orderid": orderID, "sku": sku, "qty": 4, "message_id": messageID,
+		"correlation_id": correlationID, "causation_id": testenv.RandomName("cart-"),
+		"traceparent":  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"channel_hint": "web", "customer": map[string]any{"tier": "gold"},
+	})
+
+	got := awaitLineAllocated(t, messages, orderID, ref)
+	if got.CorrelationID != correlationID || got.CausationID != messageID {
+		t.Fatalf("line_allocated correlation_id %q, causation_id %q; want %q and the message's id %q", got.CorrelationID, got.CausationID, correlationID, messageID)
+	}
+}
+
 // Poison messages are set aside with a reason and the consumer goes on.
 func TestPoisonMessagesAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
 	t.Parallel()

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
-	os.Exit(code)
+	testenv.ExitUnlessClean(code)
 }
 
 // service is one `allocation serve` process with its own database and
@@ -78,6 +78,8 @@ func newService(t *testing.T, redisURL string) *service {
 		redis:    testenv.Redis(t),
 		logs:     &syncBuffer{},
 	}
+	// Registered before stopAtEnd, so it runs once the process is stopped.
+	testenv.DeleteKeysAtEnd(t, s.redis, s.prefix)
 	s.stopAtEnd()
 	return s
 }

@@ -46,6 +46,7 @@ func BenchmarkStreamConsumer(b *testing.B) {
 
 func benchmarkStreamConsumer(b *testing.B, uow servicelayer.UnitOfWork, owners consumer.Owners, concurrency int) {
 	rc, prefix := testenv.Redis(b), testenv.Prefix()
+	testenv.DeleteKeysAtEnd(b, rc, prefix)
 	b.Cleanup(func() { rc.Del(context.Background(), prefix+consumer.ChangeBatchQuantity, prefix+consumer.Allocate) })
 	log := slog.New(slog.DiscardHandler)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{UoW: uow, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}, Log: log})

@@ -47,7 +47,7 @@ func startConsumer(t *testing.T, connect redisConnector, bus consumer.Bus) *cons
 	t.Helper()
 	rc := connect(t)
 	prefix := testenv.Prefix()
-	t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
+	testenv.DeleteKeysAtEnd(t, rc, prefix)
 	log, _ := testLogger(t)
 	store := memory.NewStore()
 	real := servicelayer.NewBus(servicelayer.Dependencies{
@@ -218,7 +218,7 @@ func TestConsumerSetsPoisonMessagesAsideAndGoesOn(t *testing.T) {
 			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 1.5}`, "qty must be an integer"},
 			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": -1}`, "qty must be an integer from 0"},
 			{"change_batch_quantity", `{"qty": 5}`, "batchref is required"},
-			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 5, "colour": "red"}`, "colour is not a known field"},
+			{"change_batch_quantity", `{"batchref": "` + batch + `", "qty": 5, "traceparent": "bogus"}`, "traceparent must be a W3C traceparent"},
 			{"change_batch_quantity", `{"batchref": "` + unknownBatch + `", "qty": 5}`, "unknown batch"},
 			{"allocate", `{"orderid": "o1", "qty": 1}`, "sku is required"},
 			{"allocate", `{"orderid": "", "sku": "` + sku + `", "qty": 1}`, "orderid must be"},

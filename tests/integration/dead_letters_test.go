@@ -125,9 +125,7 @@ func startService(t *testing.T) *service {
 		t.Fatal(err)
 	}
 	s.cfg = cfg
-	t.Cleanup(func() {
-		s.rc.Del(context.Background(), s.prefix+redis.DeadLetters, s.prefix+consumer.Allocate, s.prefix+consumer.ChangeBatchQuantity)
-	})
+	testenv.DeleteKeysAtEnd(t, s.rc, s.prefix) // after the service has stopped
 	if err := bootstrap.Migrate(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +366,7 @@ func TestARefusedStreamEntryStaysPendingUntilItsDeadLetterIsCommitted(t *testing
 		ctx := context.Background()
 		db := open(t)
 		rc, prefix := testenv.Redis(t), testenv.Prefix()
-		t.Cleanup(func() { rc.Del(context.Background(), prefix+redis.DeadLetters, prefix+consumer.Allocate) })
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		log, _ := testLogger(t)
 		bus := servicelayer.NewBus(servicelayer.Dependencies{UoW: db.store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}, Log: log})
 		c, err := consumer.New(consumer.Config{Bus: bus, Owners: db.store, Source: redis.NewSubscriber(rc, prefix, log), DeadLetters: db.store, Log: log})

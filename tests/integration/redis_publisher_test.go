@@ -21,6 +21,7 @@ func TestRedisPublisherSendsAllocatedAsLineAllocatedUnderThePrefix(t *testing.T)
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc := connect(t)
 		prefix := testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		messages := subscribeTo(t, rc, prefix+"line_allocated")
 
 		env := servicelayer.Envelope{
@@ -66,7 +67,9 @@ func TestRedisPublisherSendsAllocatedAsLineAllocatedUnderThePrefix(t *testing.T)
 func TestRedisPublisherRefusesEventsThatHaveNoChannel(t *testing.T) {
 	t.Parallel()
 	rc := testenv.Redis(t)
-	pub := redis.NewPublisher(rc, testenv.Prefix())
+	prefix := testenv.Prefix()
+	testenv.DeleteKeysAtEnd(t, rc, prefix)
+	pub := redis.NewPublisher(rc, prefix)
 	for _, ev := range []domain.Event{
 		domain.Deallocated{OrderID: "o1", SKU: "LAMP", Qty: 1},
 		domain.OutOfStock{SKU: "LAMP"},

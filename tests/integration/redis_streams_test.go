@@ -23,6 +23,7 @@ import (
 func TestRedisPublisherAppendsEachMessageToTheStreamOnce(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		messages := subscribeTo(t, rc, prefix+"line_allocated")
 		env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 		pub := redis.NewPublisher(rc, prefix)
@@ -54,6 +55,7 @@ type streamRig struct {
 func newStreamRig(t *testing.T, connect redisConnector) streamRig {
 	t.Helper()
 	r := streamRig{rc: connect(t), prefix: testenv.Prefix(), store: memory.NewStore()}
+	testenv.DeleteKeysAtEnd(t, r.rc, r.prefix) // after the consumers have stopped
 	r.bus = servicelayer.NewBus(servicelayer.Dependencies{UoW: r.store, Publisher: redis.NewPublisher(r.rc, r.prefix), Notifier: nopNotifier{}})
 	if _, err := r.bus.Handle(context.Background(), domain.CreateBatch{Ref: "b1", SKU: "LAMP", Qty: 1000}); err != nil {
 		t.Fatal(err)
@@ -64,6 +66,16 @@ func newStreamRig(t *testing.T, connect redisConnector) streamRig {
 func (r streamRig) append(t *testing.T, stream, data string) string {
 	t.Helper()
 	id, err := r.rc.XAdd(context.Background(), &goredis.XAddArgs{Stream: r.prefix + stream, Values: map[string]any{"data": data}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// appendEntry appends an entry with the given fields.
+func (r streamRig) appendEntry(t *testing.T, stream string, fields map[string]any) string {
+	t.Helper()
+	id, err := r.rc.XAdd(context.Background(), &goredis.XAddArgs{Stream: r.prefix + stream, Values: fields}).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +208,42 @@ func TestARedeliveredStreamEntryIsAppliedOnce(t *testing.T) {
 		})
 		if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 9 {
 			t.Fatalf("purchased %d; the redelivered entry was applied again over the newer 9", q)
+		}
+	})
+}
+
+// Producers may stamp a stream entry with message_id (and trace and
+// correlation fields) beside its data, and add fields of their own: the
+// entry is applied, a repeat of its message_id skipped, and an entry whose
+// data and fields disagree on message_id set aside as ambiguous.
+func TestStreamEntriesAreReadTolerantlyWithTheirIdsFromEntryFields(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		r := newStreamRig(t, connect)
+		for range 2 {
+			r.appendEntry(t, "change_batch_quantity", map[string]any{
+				"data":        `{"batchref": "b1", "qty": 900, "note": "from the shop"}`,
+				"message_id":  "change-1",
+				"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+				"producer":    "shop",
+			})
+		}
+		// Applied once, this would take the batch back to 900 again.
+		r.appendEntry(t, "change_batch_quantity", map[string]any{"data": `{"batchref": "b1", "qty": 800}`, "message_id": "change-2"})
+		r.appendEntry(t, "change_batch_quantity", map[string]any{"data": `{"batchref": "b1", "qty": 900}`, "message_id": "change-1"})
+		r.appendEntry(t, "change_batch_quantity", map[string]any{"data": `{"batchref": "b1", "qty": 1, "message_id": "x"}`, "message_id": "y"})
+		r.run(t, "c1", time.Minute)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if n := r.pending("change_batch_quantity"); n != 0 {
+				return fmt.Errorf("%d entries pending", n)
+			}
+			if q := r.store.Product("LAMP").Batch("b1").PurchasedQty(); q != 800 {
+				return fmt.Errorf("purchased %d, want 800 (change-1 applied once, then change-2)", q)
+			}
+			return nil
+		})
+		letters, _ := r.rc.LRange(context.Background(), r.prefix+"dead_letter", 0, -1).Result()
+		if len(letters) != 1 || !strings.Contains(letters[0], "message_id is given in the body") {
+			t.Fatalf("dead letters %v; want the ambiguous entry only", letters)
 		}
 	})
 }

@@ -43,6 +43,8 @@ func TestRedisSubscriberHandsOverMessagesInOrderWithUnprefixedChannels(t *testin
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc := connect(t)
 		prefix, other := testenv.Prefix(), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		testenv.DeleteKeysAtEnd(t, rc, other)
 		log, _ := testLogger(t)
 		handle, got := collect()
 		startSubscriber(t, redis.NewSubscriber(rc, prefix, log), []string{"alpha", "beta"}, handle)
@@ -72,7 +74,9 @@ func TestRedisSubscriberReturnsNilWhenItsContextEnds(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc := connect(t)
 		log, _ := testLogger(t)
-		sub := redis.NewSubscriber(rc, testenv.Prefix(), log)
+		prefix := testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		sub := redis.NewSubscriber(rc, prefix, log)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- sub.Run(ctx, []string{"alpha"}, func(context.Context, string, []byte) {}) }()
@@ -115,6 +119,7 @@ func TestRedisSubscriberResubscribesWhenItsConnectionIsKilled(t *testing.T) {
 	t.Parallel()
 	admin := testenv.Redis(t)
 	prefix := testenv.Prefix()
+	testenv.DeleteKeysAtEnd(t, admin, prefix)
 	// Its own client with a name, so the test kills this connection only.
 	opts, err := goredis.ParseURL(testenv.RedisURL())
 	if err != nil {
@@ -195,7 +200,7 @@ func TestRedisDeadLettersKeepChannelPayloadAndReason(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc := connect(t)
 		prefix := testenv.Prefix()
-		t.Cleanup(func() { rc.Del(context.Background(), prefix+"dead_letter") })
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		log, _ := testLogger(t)
 		sub := redis.NewSubscriber(rc, prefix, log)
 
@@ -233,7 +238,7 @@ func TestRedisDeadLetterListKeepsOnlyTheNewestTenThousand(t *testing.T) {
 		rc := connect(t)
 		prefix := testenv.Prefix()
 		key := prefix + "dead_letter"
-		t.Cleanup(func() { rc.Del(context.Background(), key) })
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		old := make([]any, redis.MaxDeadLetters)
 		for i := range old {
 			old[i] = fmt.Sprintf(`{"old": %d}`, i)

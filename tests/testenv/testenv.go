@@ -9,9 +9,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,8 +48,108 @@ func RandomName(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// Prefix returns a random REDIS_PREFIX such as "t3f9a1c2d4e5b.".
-func Prefix() string { return RandomName("t") + "." }
+// Prefix returns a random REDIS_PREFIX such as "t3f9a1c2d4e5b.". The
+// prefix is remembered, so that KeysLeft can tell whether the package left
+// anything under it on the shared Redis.
+func Prefix() string {
+	p := RandomName("t") + "."
+	prefixes.Lock()
+	defer prefixes.Unlock()
+	prefixes.given = append(prefixes.given, p)
+	return p
+}
+
+// prefixes are those Prefix gave out in this test binary.
+var prefixes struct {
+	sync.Mutex
+	given []string
+}
+
+// DeleteKeysAtEnd deletes every key under prefix on rc (streams with their
+// consumer groups, lists, strings) when the test ends. Register it before
+// starting what writes there, so that it runs after that has stopped.
+func DeleteKeysAtEnd(tb testing.TB, rc redis.UniversalClient, prefix string) {
+	tb.Helper()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := DeleteKeys(ctx, rc, prefix); err != nil {
+			tb.Errorf("delete the keys under %s: %v", prefix, err)
+		}
+	})
+}
+
+// DeleteKeys deletes every key under prefix (SCAN MATCH prefix*) and
+// returns the names it deleted.
+func DeleteKeys(ctx context.Context, rc redis.UniversalClient, prefix string) ([]string, error) {
+	var deleted []string
+	iter := rc.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		if err := rc.Del(ctx, key).Err(); err != nil {
+			return deleted, err
+		}
+		deleted = append(deleted, key)
+	}
+	return deleted, iter.Err()
+}
+
+// KeysLeft deletes what is left on RedisURL under the prefixes Prefix gave
+// out, and returns it: a test that does not clean up after itself. Call it
+// from TestMain after m.Run, and fail the run when it returns anything.
+func KeysLeft() ([]string, error) {
+	prefixes.Lock()
+	given := slices.Clone(prefixes.given)
+	prefixes.Unlock()
+	if len(given) == 0 {
+		return nil, nil // no test here used Redis
+	}
+	opts, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		return nil, err
+	}
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var left []string
+	for _, p := range given {
+		keys, err := DeleteKeys(ctx, rc, p)
+		left = append(left, keys...)
+		if err != nil {
+			return left, err
+		}
+	}
+	return left, nil
+}
+
+// ExitUnlessClean is what TestMain does after m.Run in a package whose
+// tests use Redis: exit with code, or with 1 when tests left keys behind
+// under their prefixes (which it deletes).
+func ExitUnlessClean(code int) {
+	left, err := KeysLeft()
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "testenv: looking for keys the tests left on Redis: %v\n", err)
+		code = 1
+	case len(left) > 0:
+		fmt.Fprintf(os.Stderr, "testenv: tests left %d keys on Redis under their prefixes (now deleted); every test must remove what it creates (testenv.DeleteKeysAtEnd): %s\n", len(left), strings.Join(left, " "))
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// escapeGlob escapes the characters SCAN MATCH treats as a pattern.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\^`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // FreshDatabase creates an empty database with a random name, drops it when
 // the test ends, and returns its URL. It fails the test when PostgreSQL is down.

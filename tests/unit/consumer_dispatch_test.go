@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -512,13 +513,14 @@ type settlement struct {
 // fakeStream hands entries over like redis.StreamReader, but returns as soon
 // as its context ends without waiting for them: the consumer has to.
 type fakeStream struct {
-	entries [][3]string // stream, id, payload
+	entries [][3]string                  // stream, id, payload
+	fields  map[string]map[string]string // by id: the entry's other fields
 	settled chan settlement
 }
 
-func (s *fakeStream) Run(ctx context.Context, _ []string, handle func(context.Context, string, string, []byte, func(bool))) error {
+func (s *fakeStream) Run(ctx context.Context, _ []string, handle func(context.Context, string, string, []byte, map[string]string, func(bool))) error {
 	for _, e := range s.entries {
-		handle(ctx, e[0], e[1], []byte(e[2]), func(ok bool) { s.settled <- settlement{e[1], ok} })
+		handle(ctx, e[0], e[1], []byte(e[2]), s.fields[e[1]], func(ok bool) { s.settled <- settlement{e[1], ok} })
 	}
 	<-ctx.Done()
 	return nil
@@ -618,4 +620,49 @@ func TestConsumerRequiresItsDependencies(t *testing.T) {
 	if _, err := consumer.New(consumer.Config{Bus: newGatedBus(nil), Source: newFakePubSub()}); err == nil {
 		t.Fatal("New without Owners succeeded")
 	}
+}
+
+// The events a message raises carry its chain: caused by the message (its
+// message_id, or what the sender says caused it when it has none), in the
+// chain the sender names (or else the one the message starts).
+func TestEventsRaisedByAnInboundMessageCarryItsCorrelationAndCause(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	ctx := context.Background()
+	for _, sku := range []string{"PUBSUB-LAMP", "STREAM-LAMP", "ANON-LAMP", "PLAIN-LAMP"} {
+		if _, err := app.bus.Handle(ctx, domain.CreateBatch{Ref: "b-" + sku, SKU: sku, Qty: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := newFakePubSub()
+	streams := &fakeStream{settled: make(chan settlement, 10),
+		entries: [][3]string{{consumer.Allocate, "1-0", `{"orderid": "o-stream", "sku": "STREAM-LAMP", "qty": 1, "correlation_id": "corr-2"}`}},
+		fields:  map[string]map[string]string{"1-0": {"message_id": "m-2", "causation_id": "cause-2", "traceparent": traceParent}},
+	}
+	c := newConsumer(t, consumer.Config{Bus: app.bus, Owners: app.store, Source: src})
+	runConsumer(t, c, (*consumer.Consumer).Run)
+	runConsumer(t, c, func(c *consumer.Consumer, ctx context.Context) error { return c.RunStreams(ctx, streams) })
+
+	src.send(t, consumer.Allocate, map[string]any{"orderid": "o-pubsub", "sku": "PUBSUB-LAMP", "qty": 1,
+		"message_id": "m-1", "correlation_id": "corr-1", "causation_id": "cause-1", "traceparent": traceParent})
+	src.send(t, consumer.Allocate, map[string]any{"orderid": "o-anon", "sku": "ANON-LAMP", "qty": 1, "causation_id": "cause-3"})
+	src.send(t, consumer.Allocate, map[string]any{"orderid": "o-plain", "sku": "PLAIN-LAMP", "qty": 1, "message_id": "m-4"})
+	want := map[string]servicelayer.Cause{
+		"o-pubsub": {CausationID: "m-1", CorrelationID: "corr-1"},
+		"o-stream": {CausationID: "m-2", CorrelationID: "corr-2"},
+		"o-anon":   {CausationID: "cause-3", CorrelationID: "cause-3"},
+		"o-plain":  {CausationID: "m-4", CorrelationID: "m-4"},
+	}
+	testenv.Eventually(t, waitLimit, func() error {
+		got := map[string]servicelayer.Cause{}
+		for _, env := range app.publisher.sent() {
+			if ev, ok := env.Event.(domain.Allocated); ok {
+				got[ev.OrderID] = servicelayer.Cause{CausationID: env.CausationID, CorrelationID: env.CorrelationID}
+			}
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("line_allocated causes %v, want %v (dead letters %v)", got, want, src.deadLetters())
+		}
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -23,6 +24,8 @@ func FuzzConsumerDecode(f *testing.F) {
 		`{"batchref": "b1", "qty": 5, "message_id": "m1"}`,
 		`{"orderid": "o1", "sku": "LAMP", "qty": 3}`,
 		`{"orderid": "o1", "sku": "LAMP", "qty": 1e3}`,
+		`{"orderid": "o1", "sku": "LAMP", "qty": 3, "colour": [1, {"a": null}], "correlation_id": "c1", "causation_id": "c0"}`,
+		`{"batchref": "b1", "qty": 5, "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=b"}`,
 		`{"batchref": "b1", "qty": 5, "qty": 6}`,
 		`{"orderid": "\u0000", "sku": "", "qty": -1}`,
 		`null`, `[]`, `{}`, `{"a":{"b":[1,2,{"c":null}]}}`, ``,
@@ -53,6 +56,48 @@ func FuzzConsumerDecode(f *testing.F) {
 			}
 		default:
 			t.Fatalf("accepted %q as %T", payload, cmd)
+		}
+	})
+}
+
+// Whatever a stream entry holds beside its body, DecodeEntry either refuses
+// it with a reason or returns a message whose fields are valid, each taken
+// from the body or the entry field (equal when both are given); it never
+// panics.
+func FuzzConsumerDecodeEntry(f *testing.F) {
+	for _, seed := range []struct{ body, field, value string }{
+		{`{"orderid": "o1", "sku": "LAMP", "qty": 3}`, "message_id", "m1"},
+		{`{"orderid": "o1", "sku": "LAMP", "qty": 3, "message_id": "m1"}`, "message_id", "m2"},
+		{`{"batchref": "b1", "qty": 5}`, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{`{"batchref": "b1", "qty": 5, "tracestate": "a=b"}`, "tracestate", "a=b"},
+		{`{"batchref": "b1", "qty": 5}`, "correlation_id", ""},
+		{`{"batchref": "b1", "qty": 5}`, "causation_id", "\x00"},
+		{`{"batchref": "b1", "qty": 5}`, "producer", "shop"},
+	} {
+		f.Add(strings.HasPrefix(seed.body, `{"batchref"`), []byte(seed.body), seed.field, seed.value)
+	}
+	f.Fuzz(func(t *testing.T, change bool, payload []byte, field, value string) {
+		stream := consumer.Allocate
+		if change {
+			stream = consumer.ChangeBatchQuantity
+		}
+		msg, err := consumer.DecodeEntry(stream, payload, map[string]string{field: value})
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an error without a reason")
+			}
+			return
+		}
+		for name, got := range map[string]string{
+			consumer.FieldMessageID: msg.ID, consumer.FieldCorrelationID: msg.CorrelationID, consumer.FieldCausationID: msg.CausationID,
+			consumer.FieldTraceParent: msg.TraceParent, consumer.FieldTraceState: msg.TraceState,
+		} {
+			if name == field && got != value {
+				t.Fatalf("entry field %s=%q accepted, but the message has %q", field, value, got)
+			}
+			if got != "" && name != consumer.FieldTraceParent && name != consumer.FieldTraceState && domain.CheckReference(name, got) != nil {
+				t.Fatalf("accepted %s %q, which is not a valid reference", name, got)
+			}
 		}
 	})
 }
