@@ -170,7 +170,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	// version and help need no configuration: they must answer even where
 	// none is set.
-	if slices.ContainsFunc(args[1:], isHelp) && printHelp(args[0], stdout) {
+	// events log has flags of its own, which its help lists.
+	ownFlags := len(args) > 1 && args[0] == "events" && args[1] == "log"
+	if !ownFlags && slices.ContainsFunc(args[1:], isHelp) && printHelp(args[0], stdout) {
 		return 0
 	}
 	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"syscall"
@@ -41,7 +40,6 @@ func startRedis(ctx context.Context, addr string) (*redisProcess, error) {
 	_, port, _ := net.SplitHostPort(addr)
 	r := &redisProcess{addr: addr}
 	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
-	r.cmd.Stderr = os.Stderr
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server (make services installs it): %w", err)
 	}

@@ -244,7 +244,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			`allocation_http_request_duration_seconds_count{method="POST",route="/allocate"} 2`,
 			`allocation_commands_total{command="allocate",outcome="failed"} 1`,
 			`allocation_commands_total{command="create_batch",outcome="ok"} 1`,
-			`allocation_event_deliveries_total{handler="publish_line_allocated",outcome="delivered"} 2`,
+			`allocation_event_deliveries_total{handler="publish",outcome="delivered"} 2`,
 			`allocation_inbound_messages_total{channel="allocate",outcome="handled"} 1`,
 			`allocation_event_deliveries_pending 0`,
 			`allocation_event_deliveries_dead 0`,

@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -48,7 +47,8 @@ func (s *RedisServer) Start() {
 	s.tb.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
 	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
-	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
+	// Its warnings (memory overcommit) would bury the test's own output.
+	s.cmd.Stdout, s.cmd.Stderr = nil, nil
 	if err := s.cmd.Start(); err != nil {
 		s.tb.Fatalf("start redis-server: %v", err)
 	}
