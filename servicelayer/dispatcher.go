@@ -81,6 +81,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // event log in a loop.
 const minWait = 20 * time.Millisecond
 
+// afterProgress is how soon a dispatcher that delivered something looks
+// again. A delivery committed behind one it just completed wakes nobody
+// (waking the dispatchers on every such write would have them scan the log
+// once per request during an outage); marking its predecessor done wakes
+// them, but may have looked for followers a moment before it committed.
+// Looking again soon catches it within 100 ms instead of the idle poll.
+const afterProgress = 100 * time.Millisecond
+
 // wait is how long to sleep after a round: until the next delivery falls
 // due, but when what is due now could not be delivered (its handler is
 // paused), until the pause ends.
@@ -88,6 +96,9 @@ func (d *Dispatcher) wait(ctx context.Context, progress bool) time.Duration {
 	wait := d.idle
 	if next, err := d.events.NextDue(ctx); err == nil && !next.IsZero() {
 		wait = min(wait, time.Until(next))
+	}
+	if progress {
+		wait = min(wait, afterProgress)
 	}
 	if !progress && wait <= 0 {
 		if until := d.bus.PausedUntil(); !until.IsZero() {
