@@ -21,7 +21,7 @@ func encodeEvent(ev domain.Event) ([]byte, error) {
 	case domain.Allocated:
 		p = eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty, BatchRef: e.BatchRef}
 	case domain.Deallocated:
-		p = eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty}
+		p = eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty, BatchRef: e.BatchRef}
 	case domain.OutOfStock:
 		p = eventPayload{SKU: e.SKU}
 	default:
@@ -39,7 +39,8 @@ func decodeEvent(name string, payload []byte) (domain.Event, error) {
 	case domain.Allocated{}.Name():
 		return domain.Allocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty, BatchRef: p.BatchRef}, nil
 	case domain.Deallocated{}.Name():
-		return domain.Deallocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty}, nil
+		// Rows written before Deallocated named its batch decode with "".
+		return domain.Deallocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty, BatchRef: p.BatchRef}, nil
 	case domain.OutOfStock{}.Name():
 		return domain.OutOfStock{SKU: p.SKU}, nil
 	}

@@ -347,7 +347,7 @@ func TestChangeBatchQuantityDeallocatesTheMostRecentLinesUntilTheBatchFits(t *te
 
 			var want []domain.Event
 			for _, o := range c.deallocated {
-				want = append(want, domain.Deallocated{OrderID: o, SKU: sku, Qty: 10})
+				want = append(want, domain.Deallocated{OrderID: o, SKU: sku, Qty: 10, BatchRef: "b1"})
 			}
 			if got := product.Events(); !reflect.DeepEqual(got, want) {
 				t.Fatalf("events = %v, want %v", got, want)
@@ -377,7 +377,7 @@ func TestChangeBatchQuantityDeallocatesTheNewestLineOfARestoredBatch(t *testing.
 		t.Fatal(err)
 	}
 
-	want := []domain.Event{domain.Deallocated{OrderID: "new", SKU: sku, Qty: 5}}
+	want := []domain.Event{domain.Deallocated{OrderID: "new", SKU: sku, Qty: 5, BatchRef: "b1"}}
 	if got := product.Events(); !reflect.DeepEqual(got, want) || product.Version() != 4 {
 		t.Fatalf("events %v, version %d; want %v, 4", got, product.Version(), want)
 	}
