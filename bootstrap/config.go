@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"allocation/adapters/embeddedredis"
+	"allocation/adapters/redis"
 )
 
 // Config is everything the service reads from its environment.
@@ -65,6 +66,11 @@ type Config struct {
 	// 16, at most MaxConsumerConcurrency). Messages about one product are
 	// handled one after another whatever the setting.
 	ConsumerConcurrency int
+	// PublishedIDTTL is how long the id of a published event is at least
+	// remembered (PUBLISHED_ID_TTL, default 15m, at least 1m): a redelivery
+	// within it is dropped, a later one is published again. Ids are kept up
+	// to twice as long, which bounds what Redis holds for them.
+	PublishedIDTTL time.Duration
 }
 
 // DefaultConsumerConcurrency keeps the PostgreSQL pool (20 connections)
@@ -109,6 +115,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.StreamClaimIdle = d
 	}
+	cfg.PublishedIDTTL = redis.DefaultPublishedIDTTL
+	if v := getenv("PUBLISHED_ID_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %q: want a duration such as 15m", v))
+		}
+		cfg.PublishedIDTTL = d
+	}
 	cfg.ConsumerName = getenv("CONSUMER_NAME")
 	if cfg.ConsumerName == "" {
 		host, _ := os.Hostname()
@@ -150,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > MaxConsumerConcurrency {
 		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY %d: want 1 to %d", c.ConsumerConcurrency, MaxConsumerConcurrency))
+	}
+	if c.PublishedIDTTL < redis.MinPublishedIDTTL {
+		errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %s: want at least %s; a redelivery after it would be published again", c.PublishedIDTTL, redis.MinPublishedIDTTL))
 	}
 	return errors.Join(errs...)
 }

@@ -22,6 +22,7 @@ import (
 func TestRedisPublisherAppendsEachMessageToTheStreamOnce(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		rc, prefix := connect(t), testenv.Prefix()
+		forgetKeys(t, rc, prefix)
 		messages := subscribeTo(t, rc, prefix+"line_allocated")
 		env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 		pub := redis.NewPublisher(rc, prefix)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"allocation/bootstrap"
 )
@@ -126,6 +127,37 @@ func TestConsumerConcurrencyComesFromTheEnvironmentWithinBounds(t *testing.T) {
 				t.Fatalf("FromEnv: %v", err)
 			case c.err == "" && cfg.ConsumerConcurrency != c.want:
 				t.Fatalf("ConsumerConcurrency = %d, want %d", cfg.ConsumerConcurrency, c.want)
+			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("FromEnv error = %v, want one naming %q", err, c.err)
+			}
+		})
+	}
+}
+
+func TestPublishedIDTTLComesFromTheEnvironmentAndIsAtLeastAMinute(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		value string
+		want  time.Duration // when valid
+		err   string        // part of the error when not
+	}{
+		{"", 15 * time.Minute, ""},
+		{"1m", time.Minute, ""},
+		{"2h", 2 * time.Hour, ""},
+		{"59s", 0, "PUBLISHED_ID_TTL 59s: want at least 1m0s"},
+		{"0", 0, "PUBLISHED_ID_TTL"},
+		{"-5m", 0, "PUBLISHED_ID_TTL"},
+		{"fifteen minutes", 0, "PUBLISHED_ID_TTL"},
+	}
+	for _, c := range cases {
+		t.Run("PUBLISHED_ID_TTL="+c.value, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := bootstrap.FromEnv(env(map[string]string{"PUBLISHED_ID_TTL": c.value}))
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("FromEnv: %v", err)
+			case c.err == "" && cfg.PublishedIDTTL != c.want:
+				t.Fatalf("PublishedIDTTL = %s, want %s", cfg.PublishedIDTTL, c.want)
 			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 				t.Fatalf("FromEnv error = %v, want one naming %q", err, c.err)
 			}
