@@ -274,11 +274,12 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	return nil
 }
 
-// deleteKeys removes what the run left in Redis under prefix.
+// deleteKeys removes what the run left in Redis under prefix, the published
+// ids named after a stream ("{<prefix>line_allocated}:published:<n>") too.
 func deleteKeys(rdb *goredis.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, "*"+prefix+"*", 1000).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		if keys = append(keys, iter.Val()); len(keys) == 1000 {
