@@ -126,6 +126,11 @@ func embeddedSoak(ctx context.Context, bin string, d time.Duration, pg summary, 
 		target: "≥ 0.9× first, 0 failures", met: mark(held >= 0.9 && first.failures == 0 && last.failures == 0)}, last.firstErr, "")
 	t.add(row{name: fmt.Sprintf("embedded (last %s) / PostgreSQL, %d SKUs, %d clients", spanLen, soakSKUs, soakClients),
 		result: fmt.Sprintf("%.0f / %.0f req/s", last.rate(), pg.rate()), ratio: fmt.Sprintf("%.2f×", last.rate()/max(pg.rate(), 1e-9))}, "", "")
+	rss, err := peakRSS(svc.pid())
+	if err != nil {
+		return err
+	}
+	t.add(row{name: "peak RSS of the embedded service (VmHWM)", result: fmt.Sprintf("%.1f MB", float64(rss)/(1<<20))}, "", "")
 	if lines := svc.logLines(); lines > 0 {
 		t.note(fmt.Sprintf("the embedded service logged %d lines at warn or above: %s", lines, svc.logs.Name()))
 	}
