@@ -82,6 +82,6 @@ clean:
 
 .PHONY: bench
 BENCHFLAGS ?=
-bench: services ## measure the service against issue 5's targets (BENCHFLAGS=-quick for a smoke run)
+bench: services ## measure the service against issue 5's targets (BENCHFLAGS=-quick for a smoke run, BENCHFLAGS=-embedded-soak=10m for the embedded mode's real soak)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/allocation
 	$(GO) run ./cmd/loadgen -bin $(BIN) $(BENCHFLAGS)

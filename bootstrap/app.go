@@ -87,6 +87,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
 	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
+	publisher.SetPublishedIDTTL(cfg.PublishedIDTTL)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
 		UoW:       store,
 		Publisher: publisher,

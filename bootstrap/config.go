@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"allocation/adapters/embeddedredis"
+	"allocation/adapters/redis"
 )
 
 // Config is everything the service reads from its environment.
@@ -87,6 +88,11 @@ type Config struct {
 	// PruneInterval is how often the history is pruned (PRUNE_INTERVAL,
 	// default 1m).
 	PruneInterval time.Duration
+	// PublishedIDTTL is how long the id of a published event is at least
+	// remembered (PUBLISHED_ID_TTL, default 15m, at least 1m): a redelivery
+	// within it is dropped, a later one is published again. Ids are kept up
+	// to twice as long, which bounds what Redis holds for them.
+	PublishedIDTTL time.Duration
 }
 
 // TLSFiles are PEM files for a TLS client: CAFile replaces the system's
@@ -175,6 +181,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	cfg.EventRetention = durationSetting(getenv, "EVENT_RETENTION", DefaultEventRetention, true, &errs)
 	cfg.InboxRetention = durationSetting(getenv, "INBOX_RETENTION", DefaultInboxRetention, true, &errs)
 	cfg.PruneInterval = durationSetting(getenv, "PRUNE_INTERVAL", DefaultPruneInterval, false, &errs)
+	cfg.PublishedIDTTL = redis.DefaultPublishedIDTTL
+	if v := getenv("PUBLISHED_ID_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %q: want a duration such as 15m", v))
+		}
+		cfg.PublishedIDTTL = d
+	}
 	cfg.ConsumerName = getenv("CONSUMER_NAME")
 	if cfg.ConsumerName == "" {
 		host, _ := os.Hostname()
@@ -235,6 +249,9 @@ func (c Config) Validate() error {
 	if c.EventRetention < 0 || c.InboxRetention < 0 || c.PruneInterval <= 0 {
 		errs = append(errs, fmt.Errorf("EVENT_RETENTION %s, INBOX_RETENTION %s, PRUNE_INTERVAL %s: retentions are 0 (keep) or positive, the interval positive",
 			c.EventRetention, c.InboxRetention, c.PruneInterval))
+	}
+	if c.PublishedIDTTL < redis.MinPublishedIDTTL {
+		errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %s: want at least %s; a redelivery after it would be published again", c.PublishedIDTTL, redis.MinPublishedIDTTL))
 	}
 	return errors.Join(errs...)
 }

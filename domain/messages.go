@@ -59,11 +59,13 @@ type Allocated struct {
 	BatchRef string
 }
 
-// Deallocated: a line lost its batch and needs allocating again.
+// Deallocated: a line lost its batch and needs allocating again. BatchRef
+// is the batch it left.
 type Deallocated struct {
-	OrderID string
-	SKU     string
-	Qty     int
+	OrderID  string
+	SKU      string
+	Qty      int
+	BatchRef string
 }
 
 // OutOfStock: no batch could take a line of this SKU.

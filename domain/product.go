@@ -121,7 +121,7 @@ func (p *Product) ChangeBatchQuantity(ref string, qty int) error {
 		if err != nil {
 			return err
 		}
-		p.events = append(p.events, Deallocated{OrderID: l.OrderID, SKU: l.SKU, Qty: l.Qty})
+		p.events = append(p.events, Deallocated{OrderID: l.OrderID, SKU: l.SKU, Qty: l.Qty, BatchRef: b.ref})
 	}
 	return nil
 }

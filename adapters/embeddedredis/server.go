@@ -5,12 +5,12 @@
 // other services.
 //
 // It keeps everything in memory: what it holds (streams, consumer groups,
-// dead letters, the publisher's dedupe keys) is gone when the process
-// stops. It speaks what the service uses: pub/sub, Lua scripts (SET NX EX,
-// XADD MAXLEN ~, PUBLISH), streams with consumer groups (XREADGROUP, XACK,
-// XPENDING, XCLAIM), lists and MULTI/EXEC, to RESP2 and RESP3 clients
-// alike (see resp3.go). It does not do CLIENT KILL, CONFIG, persistence or
-// replication.
+// dead letters, the publisher's published ids) is gone when the process
+// stops. It speaks what the service uses: pub/sub, Lua scripts (HEXISTS,
+// HSET, EXPIRE, XADD MAXLEN ~, PUBLISH), streams with consumer groups
+// (XREADGROUP, XACK, XPENDING, XCLAIM), lists and MULTI/EXEC, to RESP2 and
+// RESP3 clients alike (see resp3.go). It does not do CLIENT KILL, CONFIG,
+// persistence or replication.
 package embeddedredis
 
 import (
@@ -33,7 +33,9 @@ type Server struct {
 func Start(addr string) (*Server, error) {
 	m := miniredis.NewMiniRedis()
 	// Keys expire as time passes, as on a real Redis: the publisher's
-	// dedupe keys (SET NX EX) would otherwise pile up for ever.
+	// generations of published ids would otherwise pile up for ever. Every
+	// command first looks at every key for expiry, so what is kept must be
+	// few keys, not one per event.
 	m.ClockTTL(true)
 	if err := m.StartAddr(addr); err != nil {
 		return nil, fmt.Errorf("embedded redis on %s: %w", addr, err)

@@ -46,7 +46,7 @@ func about(ev domain.Event) (orderID, batchRef string) {
 	case domain.Allocated:
 		return e.OrderID, e.BatchRef
 	case domain.Deallocated:
-		return e.OrderID, ""
+		return e.OrderID, e.BatchRef
 	case domain.BatchCreated:
 		return "", e.Ref
 	case domain.BatchQuantityChanged:

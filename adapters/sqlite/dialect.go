@@ -21,14 +21,19 @@ import (
 // a round trip), and the dispatchers are woken through a channel, since one
 // process owns the file.
 type Dialect struct {
-	db   *sqlx.DB
-	wake chan struct{}
+	db    *sqlx.DB
+	stmts *sqlstore.Statements
+	wake  chan struct{}
 }
 
 // NewStore returns the SQL store on db, opened with Open; log may be nil.
 // Closing the store does not close db.
 func NewStore(db *sqlx.DB, log *slog.Logger) *sqlstore.Store {
-	return sqlstore.New(db, &Dialect{db: db, wake: make(chan struct{}, 1)}, log)
+	return sqlstore.New(db, newDialect(db), log)
+}
+
+func newDialect(db *sqlx.DB) *Dialect {
+	return &Dialect{db: db, stmts: sqlstore.NewStatements(db, Classify), wake: make(chan struct{}, 1)}
 }
 
 // BindType implements sqlstore.Dialect.
@@ -36,7 +41,7 @@ func (d *Dialect) BindType() int { return sqlx.QUESTION }
 
 // Apply implements sqlstore.Dialect.
 func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	queued, wake, err := sqlstore.ApplyInTransaction(ctx, d.db, sqlx.QUESTION, c)
+	queued, wake, err := sqlstore.ApplyInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, c)
 	if err != nil {
 		return nil, Classify(fmt.Errorf("write unit of work: %w", err))
 	}
@@ -55,7 +60,7 @@ func (d *Dialect) HeadsQuery() string {
 
 // MarkDone implements sqlstore.Dialect.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	wake, err := sqlstore.MarkDoneInTransaction(ctx, d.db, sqlx.QUESTION, done, now)
+	wake, err := sqlstore.MarkDoneInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, done, now)
 	if err != nil {
 		return Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}
@@ -86,8 +91,9 @@ func (d *Dialect) signal() {
 // Classify implements sqlstore.Dialect.
 func (d *Dialect) Classify(err error) error { return Classify(err) }
 
-// Close implements sqlstore.Dialect; the database belongs to the caller.
-func (d *Dialect) Close() error { return nil }
+// Close implements sqlstore.Dialect: it closes the statements of the
+// writes; the database belongs to the caller.
+func (d *Dialect) Close() error { return d.stmts.Close() }
 
 // Classify marks what SQLite says, as the PostgreSQL dialect does:
 //   - the file locked by another process (busy, after the busy timeout) is

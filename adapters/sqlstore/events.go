@@ -24,7 +24,7 @@ func payloadOf(ev domain.Event) (eventPayload, error) {
 	case domain.Allocated:
 		return eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty, BatchRef: e.BatchRef}, nil
 	case domain.Deallocated:
-		return eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty}, nil
+		return eventPayload{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty, BatchRef: e.BatchRef}, nil
 	case domain.OutOfStock:
 		return eventPayload{SKU: e.SKU}, nil
 	case domain.BatchCreated:
@@ -60,7 +60,8 @@ func decodeEvent(name string, payload []byte) (domain.Event, error) {
 	case domain.Allocated{}.Name():
 		return domain.Allocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty, BatchRef: p.BatchRef}, nil
 	case domain.Deallocated{}.Name():
-		return domain.Deallocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty}, nil
+		// Rows written before Deallocated named its batch decode with "".
+		return domain.Deallocated{OrderID: p.OrderID, SKU: p.SKU, Qty: p.Qty, BatchRef: p.BatchRef}, nil
 	case domain.OutOfStock{}.Name():
 		return domain.OutOfStock{SKU: p.SKU}, nil
 	case domain.BatchCreated{}.Name():

@@ -170,6 +170,37 @@ func (s *Statements) Get(ctx context.Context, query string) (*sqlx.Stmt, error) 
 	return st, nil
 }
 
+// prepared returns query if it is prepared already, and prepares nothing.
+func (s *Statements) prepared(query string) (*sqlx.Stmt, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.stmts[query]
+	return st, ok
+}
+
+// prepareUnlocked prepares query unless it is prepared already, without
+// holding the lock while it waits for a connection: with a pool of one
+// (SQLite), a transaction holding it may be looking up its next statement.
+// A statement that cannot be prepared is left out.
+func (s *Statements) prepareUnlocked(ctx context.Context, query string) {
+	if _, ok := s.prepared(query); ok {
+		return
+	}
+	st, err := s.db.PreparexContext(ctx, query)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	_, twice := s.stmts[query]
+	if !twice {
+		s.stmts[query] = st
+	}
+	s.mu.Unlock()
+	if twice {
+		_ = st.Close()
+	}
+}
+
 // Close closes every statement prepared.
 func (s *Statements) Close() error {
 	s.mu.Lock()

@@ -1,9 +1,14 @@
 // Command loadgen measures the allocation service (issue 5): /allocate
 // throughput and latency against a raw SQL reference, the change →
 // line_allocated round trip, inbound stream throughput, allocation cost after
-// a long history, and peak memory. It prints one table with the targets.
+// a long history, and peak memory. Then it starts the service in the
+// embedded mode (SQLite, its own Redis) and drives it for -embedded-soak
+// (2 minutes; -embedded-soak 10m for the real soak), comparing its first
+// minute with its last and with PostgreSQL under the same load. It prints
+// one table with the targets.
 //
 //	go build -o bin/allocation ./cmd/allocation && go run ./cmd/loadgen -bin bin/allocation
+//	go run ./cmd/loadgen -bin bin/allocation -embedded-only -embedded-soak 10m
 //
 // It measures only: a missed target is reported, not an error. It exits
 // non-zero when the harness itself fails.
@@ -37,6 +42,10 @@ type config struct {
 	quick     bool
 	// outboxOnly runs the outbox phases alone.
 	outboxOnly bool
+	// soak is how long the embedded mode is driven; embeddedOnly skips
+	// every other measurement but the PostgreSQL reference of the soak.
+	soak         time.Duration
+	embeddedOnly bool
 }
 
 // sizes of one run: the full one, or the -quick smoke run.
@@ -58,12 +67,28 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 0, "length of each load phase (default 8s, 2s with -quick)")
 	flag.BoolVar(&cfg.quick, "quick", false, "a short smoke run: shorter phases, smaller histories")
 	flag.BoolVar(&cfg.outboxOnly, "outbox-only", false, "run only the outbox phases (Redis stopped, frozen; backlog drain)")
+	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
+	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
 	flag.Parse()
 	if cfg.duration == 0 {
 		cfg.duration = 8 * time.Second
 		if cfg.quick {
 			cfg.duration = 2 * time.Second
 		}
+	}
+	if cfg.soak == 0 {
+		cfg.soak = 2 * time.Minute
+		if cfg.quick {
+			cfg.soak = 20 * time.Second
+		}
+	}
+	if cfg.soak < 2*soakWindow {
+		fmt.Fprintf(os.Stderr, "loadgen: -embedded-soak %s: want at least %s\n", cfg.soak, 2*soakWindow)
+		os.Exit(2)
+	}
+	if cfg.embeddedOnly && cfg.target != "" {
+		fmt.Fprintln(os.Stderr, "loadgen: -embedded-only starts its own services; it does not take -target")
+		os.Exit(2)
 	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -150,6 +175,19 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	defer raw.close()
 
 	var t table
+	progress("POST /allocate, %d SKUs, %d clients, %s: PostgreSQL's figure for the embedded soak", soakSKUs, soakClients, cfg.duration)
+	pgRef := b.allocateLoad(ctx, spread[:soakSKUs], soakClients, cfg.duration)
+	t.add(row{name: fmt.Sprintf("POST /allocate, %d SKUs, %d clients", soakSKUs, soakClients), result: fmt.Sprintf("%.0f req/s", pgRef.rate()),
+		p50: ms(pgRef.p50), p99: ms(pgRef.p99), fail: fmt.Sprint(pgRef.failures)}, pgRef.firstErr, "")
+	if cfg.embeddedOnly {
+		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, pgRef, &t); err != nil {
+			return fmt.Errorf("embedded soak: %w", err)
+		}
+		fmt.Fprintf(out, "allocation benchmark, embedded soak only, %s, %d CPUs, %s for PostgreSQL\n\n",
+			time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration)
+		t.print(out)
+		return nil
+	}
 	for _, set := range []struct {
 		name string
 		skus []string
@@ -239,17 +277,26 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		}
 	}
 
+	if cfg.target == "" {
+		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, pgRef, &t); err != nil {
+			return fmt.Errorf("embedded soak: %w", err)
+		}
+	} else {
+		t.note("embedded soak: skipped with -target")
+	}
+
 	fmt.Fprintf(out, "allocation benchmark, %s, %d CPUs, %s per load phase%s\n\n",
 		time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration, map[bool]string{true: ", -quick"}[cfg.quick])
 	t.print(out)
 	return nil
 }
 
-// deleteKeys removes what the run left in Redis under prefix.
+// deleteKeys removes what the run left in Redis under prefix, the published
+// ids named after a stream ("{<prefix>line_allocated}:published:<n>") too.
 func deleteKeys(rdb *goredis.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, "*"+prefix+"*", 1000).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		if keys = append(keys, iter.Val()); len(keys) == 1000 {

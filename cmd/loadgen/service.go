@@ -28,6 +28,8 @@ type service struct {
 	cmd    *exec.Cmd
 	exited chan error
 	logs   *os.File
+	// cleanup, when set, removes what the service kept after it stopped.
+	cleanup func()
 }
 
 // randomName gives a lower-case name that is safe in SQL identifiers and Redis keys.
@@ -77,9 +79,42 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startService runs `bin serve` and waits until /readyz answers 200 and the
-// pub/sub consumer listens (what is published before that is lost).
+// startService runs `bin serve` on PostgreSQL and Redis and waits until
+// /readyz answers 200 and the pub/sub consumer listens (what is published
+// before that is lost).
 func startService(ctx context.Context, bin, dbURL, redisURL, prefix string, rdb *goredis.Client) (*service, error) {
+	return startProcess(ctx, bin, prefix, rdb, "DATABASE_URL="+dbURL, "REDIS_URL="+redisURL)
+}
+
+// startEmbedded runs `bin serve` in the embedded mode (SQLite in a new
+// directory under the system's temporary one, its own Redis on a free port)
+// and returns it with a client of its Redis, closed by stop.
+func startEmbedded(ctx context.Context, bin, prefix string) (*service, *goredis.Client, error) {
+	dir, err := os.MkdirTemp("", "loadgen-embedded-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create the data directory: %w", err)
+	}
+	redisAddr, err := freeAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr})
+	s, err := startProcess(ctx, bin, prefix, rdb, "DATABASE_URL=", "REDIS_URL=", "DATA_DIR="+dir, "EMBEDDED_REDIS_ADDR="+redisAddr)
+	if err != nil {
+		rdb.Close()
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	s.cleanup = func() {
+		rdb.Close()
+		os.RemoveAll(dir)
+	}
+	return s, rdb, nil
+}
+
+// startProcess runs `bin serve` with env added to loadgen's environment and
+// waits until it is ready.
+func startProcess(ctx context.Context, bin, prefix string, rdb *goredis.Client, env ...string) (*service, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -90,10 +125,9 @@ func startService(ctx context.Context, bin, dbURL, redisURL, prefix string, rdb 
 	}
 	s := &service{url: "http://" + addr, exited: make(chan error, 1), logs: logs}
 	s.cmd = exec.Command(bin, "serve")
-	s.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL, "REDIS_URL="+redisURL, "HTTP_ADDR="+addr,
-		"REDIS_PREFIX="+prefix, "LOG_LEVEL=warn", "SMTP_ADDR=",
-	)
+	s.cmd.Env = append(append(os.Environ(),
+		"HTTP_ADDR="+addr, "REDIS_PREFIX="+prefix, "LOG_LEVEL=warn", "SMTP_ADDR=",
+	), env...)
 	s.cmd.Stdout, s.cmd.Stderr = logs, logs
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
@@ -151,6 +185,9 @@ func (s *service) stop() {
 	s.logs.Close()
 	if s.logLines() == 0 {
 		_ = os.Remove(s.logs.Name())
+	}
+	if s.cleanup != nil {
+		s.cleanup()
 	}
 }
 

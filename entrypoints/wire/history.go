@@ -54,6 +54,9 @@ func NewHistoryEvent(env servicelayer.Envelope) HistoryEvent {
 		h.OrderID, h.BatchRef, h.Qty = e.OrderID, e.BatchRef, &e.Qty
 	case domain.Deallocated:
 		h.OrderID, h.Qty = e.OrderID, &e.Qty
+		if e.BatchRef != "" { // rows written before Deallocated named its batch have none
+			h.BatchRef = e.BatchRef
+		}
 	case domain.BatchCreated:
 		h.BatchRef, h.Qty = e.Ref, &e.Qty
 		if !e.ETA.IsZero() {

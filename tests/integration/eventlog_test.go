@@ -344,3 +344,60 @@ func TestInboxProcessesAMessageIDOnce(t *testing.T) {
 		}
 	})
 }
+
+// Deallocated keeps the batch the line left through the event log; a row
+// written before it named one decodes with none.
+func TestTheEventLogKeepsTheBatchADeallocatedLineLeft(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		ctx := context.Background()
+		bus, db := busOn(t, open)
+		sku, ref, order := testenv.RandomName("sku-"), testenv.RandomName("batch-"), testenv.RandomName("order-")
+		if _, err := bus.Handle(ctx, domain.CreateBatch{Ref: ref, SKU: sku, Qty: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.Handle(ctx, domain.Allocate{OrderID: order, SKU: sku, Qty: 3}); err != nil {
+			t.Fatal(err)
+		}
+		// The change through the unit of work alone: its deliveries stay due.
+		if _, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
+			p, err := tx.Products().Get(ctx, sku)
+			if err != nil {
+				return err
+			}
+			return p.ChangeBatchQuantity(ref, 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Read back as the dispatcher reads it, once the deliveries' grace
+		// for the process that committed them is over.
+		deallocated := func() domain.Deallocated {
+			t.Helper()
+			var ev domain.Deallocated
+			testenv.Eventually(t, 10*time.Second, func() error {
+				due, err := db.store.Due(ctx, 100)
+				if err != nil {
+					return err
+				}
+				for _, d := range due {
+					var ok bool
+					if ev, ok = d.Event.(domain.Deallocated); ok {
+						return nil
+					}
+				}
+				return fmt.Errorf("no deallocated event among the due deliveries %v", due)
+			})
+			return ev
+		}
+
+		if got, want := deallocated(), (domain.Deallocated{OrderID: order, SKU: sku, Qty: 3, BatchRef: ref}); got != want {
+			t.Fatalf("from the log: %+v, want %+v", got, want)
+		}
+		old := fmt.Sprintf(`{"orderid":%q,"sku":%q,"qty":3}`, order, sku)
+		if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE event_log SET payload = ? WHERE name = 'deallocated'`), old); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := deallocated(), (domain.Deallocated{OrderID: order, SKU: sku, Qty: 3}); got != want {
+			t.Fatalf("from an old row: %+v, want %+v", got, want)
+		}
+	})
+}

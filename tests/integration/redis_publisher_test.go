@@ -3,6 +3,7 @@ package integration_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -64,19 +65,29 @@ func TestRedisPublisherSendsAllocatedAsLineAllocatedUnderThePrefix(t *testing.T)
 	})
 }
 
+// An event with no channel is the message's own fault: a permanent failure,
+// found before anything of its batch is sent.
 func TestRedisPublisherRefusesEventsThatHaveNoChannel(t *testing.T) {
 	t.Parallel()
-	rc := testenv.Redis(t)
-	prefix := testenv.Prefix()
+	rc, prefix := testenv.Redis(t), testenv.Prefix()
 	testenv.DeleteKeysAtEnd(t, rc, prefix)
 	pub := redis.NewPublisher(rc, prefix)
-	for _, ev := range []domain.Event{
-		domain.Deallocated{OrderID: "o1", SKU: "LAMP", Qty: 1},
-		domain.OutOfStock{SKU: "LAMP"},
-	} {
-		err := pub.Publish(context.Background(), servicelayer.Envelope{MessageID: uuid.NewString(), OccurredAt: time.Now(), Event: ev})
-		if err == nil || !strings.Contains(err.Error(), ev.Name()) {
-			t.Errorf("Publish(%s) = %v, want an error naming the event", ev.Name(), err)
+	for _, ev := range []domain.Event{domain.OutOfStock{SKU: "LAMP"}, nil} {
+		env := servicelayer.Envelope{MessageID: uuid.NewString(), OccurredAt: time.Now(), Event: ev}
+		name := "(none)"
+		if ev != nil {
+			name = ev.Name()
 		}
+		err := pub.Publish(context.Background(), env)
+		if !errors.Is(err, servicelayer.ErrPermanent) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Publish(%s) = %v, want a permanent failure naming the event", name, err)
+		}
+		err = pub.PublishBatch(context.Background(), []servicelayer.Envelope{allocatedEnv(1), env})
+		if !errors.Is(err, servicelayer.ErrPermanent) {
+			t.Errorf("PublishBatch with %s = %v, want a permanent failure", name, err)
+		}
+	}
+	if keys, err := keysWith(context.Background(), rc, prefix); err != nil || len(keys) != 0 {
+		t.Fatalf("keys %v (%v); a batch with an unpublishable event must send nothing", keys, err)
 	}
 }

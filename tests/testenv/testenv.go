@@ -79,19 +79,25 @@ func DeleteKeysAtEnd(tb testing.TB, rc redis.UniversalClient, prefix string) {
 	})
 }
 
-// DeleteKeys deletes every key under prefix (SCAN MATCH prefix*) and
-// returns the names it deleted.
+// DeleteKeys deletes every key under prefix (SCAN MATCH prefix*), and the
+// publisher's published-id hashes of its streams ({prefix…}:published:…,
+// named with a Cluster hash tag), and returns the names it deleted.
 func DeleteKeys(ctx context.Context, rc redis.UniversalClient, prefix string) ([]string, error) {
 	var deleted []string
-	iter := rc.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		key := iter.Val()
-		if err := rc.Del(ctx, key).Err(); err != nil {
+	for _, pattern := range []string{escapeGlob(prefix) + "*", "{" + escapeGlob(prefix) + "*"} {
+		iter := rc.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			if err := rc.Del(ctx, key).Err(); err != nil {
+				return deleted, err
+			}
+			deleted = append(deleted, key)
+		}
+		if err := iter.Err(); err != nil {
 			return deleted, err
 		}
-		deleted = append(deleted, key)
 	}
-	return deleted, iter.Err()
+	return deleted, nil
 }
 
 // KeysLeft deletes what is left on RedisURL under the prefixes Prefix gave

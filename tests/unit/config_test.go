@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"allocation/bootstrap"
 )
@@ -156,5 +157,36 @@ func TestConfigReadsTheRedisTLSFilesAndTheAdminAddress(t *testing.T) {
 	}
 	if a := attrs(cfg); strings.Contains(a["redis_url"], "secret") {
 		t.Fatalf("the start-up line shows the Redis password: %s", a["redis_url"])
+	}
+}
+
+func TestPublishedIDTTLComesFromTheEnvironmentAndIsAtLeastAMinute(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		value string
+		want  time.Duration // when valid
+		err   string        // part of the error when not
+	}{
+		{"", 15 * time.Minute, ""},
+		{"1m", time.Minute, ""},
+		{"2h", 2 * time.Hour, ""},
+		{"59s", 0, "PUBLISHED_ID_TTL 59s: want at least 1m0s"},
+		{"0", 0, "PUBLISHED_ID_TTL"},
+		{"-5m", 0, "PUBLISHED_ID_TTL"},
+		{"fifteen minutes", 0, "PUBLISHED_ID_TTL"},
+	}
+	for _, c := range cases {
+		t.Run("PUBLISHED_ID_TTL="+c.value, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := bootstrap.FromEnv(env(map[string]string{"PUBLISHED_ID_TTL": c.value}))
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("FromEnv: %v", err)
+			case c.err == "" && cfg.PublishedIDTTL != c.want:
+				t.Fatalf("PublishedIDTTL = %s, want %s", cfg.PublishedIDTTL, c.want)
+			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("FromEnv error = %v, want one naming %q", err, c.err)
+			}
+		})
 	}
 }

@@ -368,7 +368,7 @@ func TestChangeBatchQuantityDeallocatesTheMostRecentLinesUntilTheBatchFits(t *te
 
 			want := []domain.Event{domain.BatchQuantityChanged{Ref: "b1", SKU: sku, OldQty: 35, Qty: c.qty}}
 			for _, o := range c.deallocated {
-				want = append(want, domain.Deallocated{OrderID: o, SKU: sku, Qty: 10})
+				want = append(want, domain.Deallocated{OrderID: o, SKU: sku, Qty: 10, BatchRef: "b1"})
 			}
 			if got := product.Events(); !reflect.DeepEqual(got, want) {
 				t.Fatalf("events = %v, want %v", got, want)
@@ -400,7 +400,7 @@ func TestChangeBatchQuantityDeallocatesTheNewestLineOfARestoredBatch(t *testing.
 
 	want := []domain.Event{
 		domain.BatchQuantityChanged{Ref: "b1", SKU: sku, OldQty: 10, Qty: 7},
-		domain.Deallocated{OrderID: "new", SKU: sku, Qty: 5},
+		domain.Deallocated{OrderID: "new", SKU: sku, Qty: 5, BatchRef: "b1"},
 	}
 	if got := product.Events(); !reflect.DeepEqual(got, want) || product.Version() != 4 {
 		t.Fatalf("events %v, version %d; want %v, 4", got, product.Version(), want)
