@@ -40,8 +40,8 @@ type config struct {
 	redisURL  string
 	duration  time.Duration
 	quick     bool
-	// outboxOnly runs the outbox phases alone.
-	outboxOnly bool
+	// outboxOnly and historyOnly run those phases alone.
+	outboxOnly, historyOnly bool
 	// soak is how long the embedded mode is driven; embeddedOnly skips
 	// every other measurement but the PostgreSQL reference of the soak.
 	soak         time.Duration
@@ -67,6 +67,7 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 0, "length of each load phase (default 8s, 2s with -quick)")
 	flag.BoolVar(&cfg.quick, "quick", false, "a short smoke run: shorter phases, smaller histories")
 	flag.BoolVar(&cfg.outboxOnly, "outbox-only", false, "run only the outbox phases (Redis stopped, frozen; backlog drain)")
+	flag.BoolVar(&cfg.historyOnly, "history-only", false, "run only the history phases (GET /events on a million events; allocate while pruning)")
 	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
 	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
 	flag.Parse()
@@ -108,13 +109,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if cfg.quick {
 		sz = sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
 	}
-	if cfg.outboxOnly {
-		var t table
-		if err := outboxPhases(ctx, cfg, &t); err != nil {
-			return fmt.Errorf("outbox: %w", err)
-		}
-		t.print(out)
-		return nil
+	if cfg.outboxOnly || cfg.historyOnly {
+		return runOnly(ctx, cfg, out)
 	}
 	opts, err := goredis.ParseURL(cfg.redisURL)
 	if err != nil {
@@ -261,6 +257,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		if err := outboxPhases(ctx, cfg, &t); err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}
+		if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
 	}
 
 	if svc == nil {
@@ -384,4 +383,27 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// runOnly runs the outbox or the history phases alone.
+func runOnly(ctx context.Context, cfg config, out io.Writer) error {
+	var t table
+	if cfg.outboxOnly {
+		if err := outboxPhases(ctx, cfg, &t); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+	}
+	if cfg.historyOnly {
+		opts, err := goredis.ParseURL(cfg.redisURL)
+		if err != nil {
+			return fmt.Errorf("parse -redis: %w", err)
+		}
+		rdb := goredis.NewClient(opts)
+		defer rdb.Close()
+		if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
+			return fmt.Errorf("history: %w", err)
+		}
+	}
+	t.print(out)
+	return nil
 }

@@ -132,7 +132,7 @@ func TestEveryCommandLogsItsEventsAndOnlyEventsWithHandlersQueueDeliveries(t *te
 			domain.BatchCreated{Ref: sku + "-later", SKU: sku, Qty: 10, ETA: time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)},
 			domain.Allocated{OrderID: "o1", SKU: sku, Qty: 8, BatchRef: sku + "-now"},
 			domain.BatchQuantityChanged{Ref: sku + "-now", SKU: sku, OldQty: 10, Qty: 5},
-			domain.Deallocated{OrderID: "o1", SKU: sku, Qty: 8},
+			domain.Deallocated{OrderID: "o1", SKU: sku, Qty: 8, BatchRef: sku + "-now"},
 			domain.Allocated{OrderID: "o1", SKU: sku, Qty: 8, BatchRef: sku + "-later"},
 			domain.OutOfStock{SKU: sku},
 		}

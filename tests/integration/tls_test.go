@@ -112,7 +112,7 @@ func TestTLSConnectionsAreRefusedWithoutTheCAOrWithAWrongPassword(t *testing.T) 
 	dbURL := testenv.StartTLSPostgres(t, ca, pgPassword)
 	rd := testenv.StartTLSRedis(t, ca, redisUser, redisPassword)
 	ctx := context.Background()
-	base := bootstrap.Config{DatabaseURL: dbURL, RedisURL: rd.URL, HTTPAddr: ":0", ConsumerConcurrency: 1, PruneInterval: time.Minute,
+	base := bootstrap.Config{DatabaseURL: dbURL, RedisURL: rd.URL, HTTPAddr: ":0", ConsumerConcurrency: 1, PruneInterval: time.Minute, PublishedIDTTL: 15 * time.Minute,
 		RedisTLS: bootstrap.TLSFiles{CAFile: ca.CertFile, CertFile: rd.ClientCertFile, KeyFile: rd.ClientKeyFile}}
 
 	t.Run("postgres without the CA", func(t *testing.T) {
