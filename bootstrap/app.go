@@ -274,7 +274,8 @@ func (a *App) Run(ctx context.Context, parts Parts) error {
 		a.log.Info("event dispatcher starting")
 		g.Go(func() error { return a.Dispatcher.Run(ctx) })
 		g.Go(func() error {
-			redis.Watch(ctx, a.redis, a.log, a.Dispatcher.Resume)
+			lost := func(context.Context) { a.Bus.Pause(servicelayer.PublishHandler) }
+			redis.Watch(ctx, a.redis, a.log, lost, a.Dispatcher.Resume)
 			return nil
 		})
 	}
@@ -454,6 +455,10 @@ func newRedisClient(rawURL string, files TLSFiles) (*goredis.Client, error) {
 	// Fail fast while Redis is down: the event log keeps what could not be
 	// published and the dispatcher retries it, so a request must not wait.
 	opts.MaxRetries = 1
+	// go-redis dials five times, 100 ms apart, by default: half a second
+	// that a request holding its product would wait on a Redis that is gone.
+	opts.DialerRetries = 1
+	opts.DialerRetryTimeout = 10 * time.Millisecond
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 2 * time.Second
 	opts.WriteTimeout = 2 * time.Second

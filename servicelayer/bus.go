@@ -146,6 +146,12 @@ func (b *Bus) Deliver(ctx context.Context, d Delivery) error {
 	return err
 }
 
+// InProcessTimeout bounds a delivery made right after its commit, on the
+// caller's time: a Redis that stopped answering holds a request for this
+// long at most, not for its read timeout, and the delivery is left to the
+// dispatcher.
+const InProcessTimeout = time.Second
+
 // drain delivers the deliveries a commit queued, and what they queue in
 // turn; the queue lives in this call only, so concurrent callers never share
 // it. A delivery that is not in turn, or comes after one of its product and
@@ -163,7 +169,9 @@ func (b *Bus) drain(ctx context.Context, queue []Delivery) {
 			blocked[t] = true
 			continue
 		}
-		more, err := b.deliver(ctx, d)
+		dctx, cancel := context.WithTimeout(ctx, InProcessTimeout)
+		more, err := b.deliver(dctx, d)
+		cancel()
 		if err != nil {
 			blocked[t] = true
 		}
@@ -259,6 +267,10 @@ func (b *Bus) Paused(handler string) bool { return b.pauses.paused(handler, time
 
 // PausedUntil is when the earliest pause ends; zero when none.
 func (b *Bus) PausedUntil() time.Time { return b.pauses.next() }
+
+// Pause pauses handler as after a failure, for the longest delay of the
+// retry policy or until Resume: its dependency is known to be gone.
+func (b *Bus) Pause(handler string) { b.pauses.pauseLongest(handler, time.Now()) }
 
 // Resume ends every pause: a dependency is back.
 func (b *Bus) Resume() { b.pauses.resumeAll() }

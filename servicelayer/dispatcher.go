@@ -117,6 +117,10 @@ func (d *Dispatcher) DeliverDue(ctx context.Context) error {
 
 func (d *Dispatcher) deliverDue(ctx context.Context) (bool, error) {
 	any := false
+	// A handler that failed in this call is not tried again in it: a
+	// transient failure leaves its delivery due, for the pause to space
+	// the attempts.
+	failed := map[string]bool{}
 	for ctx.Err() == nil {
 		due, err := d.events.Due(ctx, d.batch)
 		if err != nil {
@@ -124,12 +128,12 @@ func (d *Dispatcher) deliverDue(ctx context.Context) (bool, error) {
 		}
 		progress := false
 		for _, head := range due {
-			if d.bus.Paused(head.Handler) {
+			if failed[head.Handler] || d.bus.Paused(head.Handler) {
 				continue
 			}
-			if d.deliverHead(ctx, head) {
-				progress = true
-			}
+			attempted, ok := d.deliverHead(ctx, head)
+			progress = progress || attempted
+			failed[head.Handler] = failed[head.Handler] || attempted && !ok
 		}
 		if !progress {
 			return any, nil
@@ -140,8 +144,9 @@ func (d *Dispatcher) deliverDue(ctx context.Context) (bool, error) {
 }
 
 // deliverHead delivers head, with the run that follows it when its handler
-// takes runs. It reports whether an attempt was made.
-func (d *Dispatcher) deliverHead(ctx context.Context, head Delivery) bool {
+// takes runs. It reports whether an attempt was made, and whether it
+// succeeded.
+func (d *Dispatcher) deliverHead(ctx context.Context, head Delivery) (attempted, ok bool) {
 	if !d.bus.Batchable(head.Handler) {
 		return d.deliverOne(ctx, head)
 	}
@@ -152,7 +157,7 @@ func (d *Dispatcher) deliverHead(ctx context.Context, head Delivery) bool {
 		if !errors.Is(err, ErrNotDelivered) {
 			d.log.WarnContext(ctx, "could not claim deliveries", "handler", head.Handler, "error", err)
 		}
-		return false
+		return false, false
 	}
 	err = d.bus.DeliverRun(rctx, run)
 	if err == nil {
@@ -161,7 +166,7 @@ func (d *Dispatcher) deliverHead(ctx context.Context, head Delivery) bool {
 			// receivers drop the repeats.
 			d.log.WarnContext(ctx, "could not mark deliveries done", "deliveries", len(run), "error", err)
 		}
-		return true
+		return true, true
 	}
 	if errors.Is(err, ErrPermanent) && len(run) > 1 {
 		// One of them cannot be sent: one at a time finds which, and
@@ -170,7 +175,7 @@ func (d *Dispatcher) deliverHead(ctx context.Context, head Delivery) bool {
 		return d.deliverOne(ctx, head)
 	}
 	d.release(ctx, run, err)
-	return true
+	return true, false
 }
 
 func (d *Dispatcher) release(ctx context.Context, run []Delivery, cause error) {
@@ -181,9 +186,9 @@ func (d *Dispatcher) release(ctx context.Context, run []Delivery, cause error) {
 	}
 }
 
-func (d *Dispatcher) deliverOne(ctx context.Context, delivery Delivery) bool {
+func (d *Dispatcher) deliverOne(ctx context.Context, delivery Delivery) (attempted, ok bool) {
 	dctx, cancel := context.WithTimeout(ctx, DeliveryTimeout)
 	defer cancel()
 	err := d.bus.Deliver(dctx, delivery)
-	return !errors.Is(err, ErrNotDelivered)
+	return !errors.Is(err, ErrNotDelivered), err == nil
 }

@@ -49,6 +49,15 @@ func (p *handlerPauses) failed(handler string, now time.Time) time.Duration {
 	return d
 }
 
+// pauseLongest pauses handler for the policy's longest delay.
+func (p *handlerPauses) pauseLongest(handler string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ps := p.byName[handler]
+	ps.until = now.Add(p.policy.Max)
+	p.byName[handler] = ps
+}
+
 // succeeded ends handler's pause and its run of failures.
 func (p *handlerPauses) succeeded(handler string) {
 	p.mu.Lock()

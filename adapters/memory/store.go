@@ -183,10 +183,14 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 // fail records a failed attempt: due again after the policy's delay, or
 // parked when the failure is permanent and it was the last attempt.
 func (s *Store) fail(state *delivery, err error) {
+	permanent := errors.Is(err, servicelayer.ErrPermanent)
 	state.attempts++
 	state.lastError = err.Error()
-	state.next = s.now().Add(s.policy.Delay(state.attempts))
-	state.dead = s.policy.Parks(state.attempts, errors.Is(err, servicelayer.ErrPermanent))
+	state.next = s.now() // a transient failure: the bus pauses the handler
+	if permanent {
+		state.next = s.now().Add(s.policy.Delay(state.attempts))
+	}
+	state.dead = s.policy.Parks(state.attempts, permanent)
 	s.signal()
 }
 

@@ -289,8 +289,11 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s, %s))`, ids, handlers)
 	}
 	s.part("queue", `SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
-	NOT EXISTS (SELECT 1 FROM event_deliveries x
-		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status <> 'done'%s) AS in_turn
+	-- The first open delivery of the product, by the index: written as
+	-- NOT EXISTS, a generic plan scanned the table past every done row.
+	(SELECT x.event_id FROM event_deliveries x
+		WHERE x.aggregate = l.aggregate AND x.handler = d.handler AND x.status <> 'done'%s
+		ORDER BY x.event_id LIMIT 1) IS NULL AS in_turn
 	FROM unnest(%s, %s) AS d(message_id, handler) JOIN logged l ON l.message_id = d.message_id::uuid`,
 		made, s.arg(pq.Array(deliveryIDs), "text[]"), s.arg(pq.Array(handlers), "text[]"))
 	s.part("queued", `INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)

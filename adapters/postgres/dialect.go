@@ -116,16 +116,20 @@ SELECT aggregate, handler, event_id FROM heads`
 func (d *Dialect) HeadsQuery() string { return headsQuery }
 
 // markDone completes deliveries and, when later deliveries of their
-// products wait for them, wakes the dispatchers.
+// products wait for them, wakes the dispatchers. It looks for a pending
+// delivery after the last one done of each product and handler: one probe
+// of the index on open deliveries each, however long the backlog (looking
+// after every one done, excluding the ones done, made marking a run of 500
+// out of a backlog of 10,000 cost seconds).
 const markDone = `
 WITH done AS (
 	UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $3
 	WHERE (event_id, handler) IN (SELECT * FROM unnest($1::bigint[], $2::text[])) AND status = 'pending'
-	RETURNING event_id, handler, aggregate)
-SELECT pg_notify('` + notifyChannel + `', '') FROM done JOIN event_deliveries x
-	ON x.aggregate = done.aggregate AND x.handler = done.handler AND x.event_id > done.event_id
-WHERE x.status = 'pending' AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest($1::bigint[], $2::text[]))
-LIMIT 1`
+	RETURNING event_id, handler, aggregate),
+last AS (SELECT aggregate, handler, max(event_id) AS event_id FROM done GROUP BY aggregate, handler)
+SELECT pg_notify('` + notifyChannel + `', '') WHERE EXISTS (SELECT 1 FROM last JOIN event_deliveries x
+	ON x.aggregate = last.aggregate AND x.handler = last.handler AND x.event_id > last.event_id AND x.status <> 'done'
+	WHERE x.status = 'pending')`
 
 // MarkDone implements sqlstore.Dialect, on the pool that does not wait for
 // the disk.

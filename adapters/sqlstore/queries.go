@@ -28,9 +28,12 @@ ORDER BY b.id, a.id`
 // openBefore is true for a delivery of the same product and handler as the
 // row d, queued before it and not done: pending, or parked as dead. Such a
 // delivery goes first; behind a dead one the product waits for an operator
-// (events replay or skip), so that its order is never broken.
-const openBefore = `EXISTS (SELECT 1 FROM event_deliveries x
-	WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status <> 'done' AND x.event_id < d.event_id)`
+// (events replay or skip), so that its order is never broken. It looks for
+// the first such delivery by the index on open deliveries: written as an
+// EXISTS, a generic plan scanned the table past every done row instead.
+const openBefore = `(SELECT x.event_id FROM event_deliveries x
+	WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status <> 'done' AND x.event_id < d.event_id
+	ORDER BY x.event_id LIMIT 1) IS NOT NULL`
 
 // dueHeads selects, among the first delivery not done of every product and
 // handler (the dialect's heads query: aggregate, handler, event_id), those
@@ -61,7 +64,7 @@ type queries struct {
 
 	due, nextDue, dead, replay, skip, backlog, claim, recordFailure string
 
-	claimRun, runRows, releaseRun, attempts, retryNow string
+	runIDs, claimRange, runRows, completeRun, releaseRun, attempts, retryNow string
 }
 
 func rebindQueries(bind int, heads string) queries {
@@ -110,20 +113,19 @@ func rebindQueries(bind int, heads string) queries {
 			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
 			  AND NOT ` + openBefore + `
 			RETURNING attempts`),
-		// A run: the head (the first argument after the lease) when no
-		// delivery of its product and handler is open before it, and the
-		// pending deliveries after it, up to a limit. Only those nobody
-		// holds are taken; the caller keeps the ones in a row from the
-		// head.
-		claimRun: r(`
-			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
-			WHERE d.aggregate = ? AND d.handler = ? AND d.status = 'pending'
-			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-			  AND d.event_id IN (SELECT event_id FROM event_deliveries
-			      WHERE aggregate = ? AND handler = ? AND status <> 'done' AND event_id >= ?
-			      ORDER BY event_id LIMIT ?)
-			  AND NOT EXISTS (SELECT 1 FROM event_deliveries x
-			      WHERE x.aggregate = ? AND x.handler = ? AND x.status <> 'done' AND x.event_id < ?)
+		// A run is read first, the first open deliveries of a product and
+		// handler (the head must be the first of them), then claimed as a
+		// range: two plain index range scans. One statement with both
+		// (UPDATE … WHERE event_id IN (SELECT … LIMIT n)) was planned as a
+		// scan per row on a freshly grown backlog and took seconds.
+		runIDs: r(`
+			SELECT event_id FROM event_deliveries
+			WHERE aggregate = ? AND handler = ? AND status <> 'done'
+			ORDER BY event_id LIMIT ?`),
+		claimRange: r(`
+			UPDATE event_deliveries SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
+			WHERE aggregate = ? AND handler = ? AND event_id BETWEEN ? AND ? AND status = 'pending'
+			  AND (claimed_until IS NULL OR claimed_until <= ?)
 			RETURNING event_id`),
 		runRows: r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
@@ -136,6 +138,14 @@ func rebindQueries(bind int, heads string) queries {
 			UPDATE event_deliveries SET next_attempt_at = ?
 			WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ? AND (claimed_until IS NULL OR claimed_until <= ?)`),
 		attempts: r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`),
+		// A run is the open deliveries of its range (ClaimRun keeps only
+		// those in a row), so it is marked done as a range: a plain scan
+		// of the index on open deliveries, where marking 500 keys given as
+		// arrays was planned as a scan of the table per key on a table not
+		// analyzed yet (0.6 s a run).
+		completeRun: r(`
+			UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?, claimed_until = NULL
+			WHERE aggregate = ? AND handler = ? AND event_id BETWEEN ? AND ? AND status = 'pending' AND claimed_until IS NOT NULL`),
 		releaseRun: r(`
 			UPDATE event_deliveries SET claimed_until = NULL, next_attempt_at = ?
 			WHERE aggregate = ? AND handler = ? AND status = 'pending' AND event_id BETWEEN ? AND ?`),

@@ -10,8 +10,8 @@ import (
 )
 
 // ClaimRun implements servicelayer.EventLog: head and the pending
-// deliveries of its product and handler after it, taken for claimLease in
-// one statement and read in one more.
+// deliveries of its product and handler after it, found in one statement,
+// taken for claimLease in a second and read in a third.
 func (s *Store) ClaimRun(ctx context.Context, head servicelayer.Delivery, limit int) ([]servicelayer.Delivery, error) {
 	sku := head.Event.ProductSKU()
 	if len(s.marks.of(sku)) > 0 {
@@ -21,11 +21,18 @@ func (s *Store) ClaimRun(ctx context.Context, head servicelayer.Delivery, limit 
 			return nil, err
 		}
 	}
+	var open []int64
+	if err := s.db.SelectContext(ctx, &open, s.queries.runIDs, sku, head.Handler, limit); err != nil {
+		return nil, s.dialect.Classify(fmt.Errorf("read deliveries of %s/%s: %w", sku, head.Handler, err))
+	}
+	if len(open) == 0 || open[0] != head.LogID {
+		return nil, servicelayer.ErrNotDelivered // done, or not first in line
+	}
 	now := time.Now().UTC()
 	until := now.Add(claimLease)
 	var claimed []int64
-	if err := s.db.SelectContext(ctx, &claimed, s.queries.claimRun, until, until, now, sku, head.Handler, now,
-		sku, head.Handler, head.LogID, limit, sku, head.Handler, head.LogID); err != nil {
+	if err := s.db.SelectContext(ctx, &claimed, s.queries.claimRange, until, until, now, sku, head.Handler,
+		open[0], open[len(open)-1], now); err != nil {
 		return nil, s.dialect.Classify(fmt.Errorf("claim deliveries of %s/%s: %w", sku, head.Handler, err))
 	}
 	slices.Sort(claimed)
@@ -33,7 +40,7 @@ func (s *Store) ClaimRun(ctx context.Context, head servicelayer.Delivery, limit 
 		if len(claimed) > 0 {
 			_ = s.release(ctx, sku, head.Handler, claimed[0], claimed[len(claimed)-1], now)
 		}
-		return nil, servicelayer.ErrNotDelivered
+		return nil, servicelayer.ErrNotDelivered // dead, or taken by another dispatcher
 	}
 	run, err := s.runRows(ctx, sku, head.Handler, claimed)
 	if err != nil {
@@ -70,13 +77,17 @@ func (s *Store) runRows(ctx context.Context, sku, handler string, claimed []int6
 }
 
 // CompleteRun implements servicelayer.EventLog: the run is marked done in
-// one write, which wakes the dispatchers when more of the product waits.
+// one write. The dispatcher that made it looks for more itself.
 func (s *Store) CompleteRun(ctx context.Context, run []servicelayer.Delivery) error {
-	keys := make([]DeliveryKey, len(run))
-	for i, d := range run {
-		keys[i] = DeliveryKey{EventID: d.LogID, Handler: d.Handler}
+	if len(run) == 0 {
+		return nil
 	}
-	return s.dialect.MarkDone(ctx, keys, time.Now().UTC())
+	head := run[0]
+	if _, err := s.db.ExecContext(ctx, s.queries.completeRun, time.Now().UTC(), head.Event.ProductSKU(), head.Handler,
+		head.LogID, run[len(run)-1].LogID); err != nil {
+		return s.dialect.Classify(fmt.Errorf("mark %d deliveries done: %w", len(run), err))
+	}
+	return nil
 }
 
 // ReleaseRun implements servicelayer.EventLog.

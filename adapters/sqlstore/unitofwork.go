@@ -162,16 +162,24 @@ func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error)
 // delivery as dead after its last attempt when the failure is permanent, and
 // wakes the dispatchers.
 func (s *Store) recordFailure(ctx context.Context, d servicelayer.Delivery, attempts int, cause error) error {
+	permanent := errors.Is(cause, servicelayer.ErrPermanent)
 	status := "pending"
-	if s.policy.Parks(attempts, errors.Is(cause, servicelayer.ErrPermanent)) {
+	if s.policy.Parks(attempts, permanent) {
 		status = "dead"
 	}
 	now := time.Now().UTC()
+	// A transient failure is the connection's, not the delivery's: each
+	// process backs off on its own (the bus pauses the handler) and tries
+	// again the moment its dependency is back, so the delivery stays due.
+	next := now
+	if permanent {
+		next = now.Add(s.policy.Delay(attempts))
+	}
 	// The failure is recorded even when the request that hit it is gone.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := s.db.ExecContext(ctx, s.queries.recordFailure,
-		attempts, status, cause.Error(), now, now.Add(s.policy.Delay(attempts)), d.LogID, d.Handler); err != nil {
+		attempts, status, cause.Error(), now, next, d.LogID, d.Handler); err != nil {
 		return s.dialect.Classify(fmt.Errorf("record failure of delivery %d/%s: %w", d.LogID, d.Handler, err))
 	}
 	if status == "dead" {

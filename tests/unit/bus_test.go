@@ -110,11 +110,8 @@ func TestAFailedEventHandlerIsRetriedWithTheSameMessageID(t *testing.T) {
 		t.Fatal("published despite the failure")
 	}
 
-	dispatch(t, app)
-	if got := len(app.publisher.calls()); got != 1 {
-		t.Fatalf("retried before the backoff delay: %d calls", got)
-	}
-	clk.Advance(time.Minute)
+	// The failure was the connection's: the delivery stays due, and the
+	// bus's pause (a nanosecond here) spaces the attempts.
 	dispatch(t, app)
 
 	calls, sent := app.publisher.calls(), app.publisher.sent()
