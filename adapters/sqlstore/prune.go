@@ -12,6 +12,25 @@ import (
 // batch is its own short transaction, so writers never wait long for it.
 const PruneBatch = 1000
 
+// pruneRest is how long the pruner rests after a batch, as a multiple of
+// the time the batch took: it works a third of the time. Deleting without
+// a rest (12,000 events/s in make bench) raised the p99 of concurrent
+// allocations 1.7×; at a third it still deletes thousands of events a
+// second, more than the service writes.
+const pruneRest = 2
+
+// rest waits pruneRest times took, or until ctx ends.
+func rest(ctx context.Context, took time.Duration) error {
+	t := time.NewTimer(pruneRest * took)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Retention says how long history is kept; zero keeps it forever.
 type Retention struct {
 	// Events: an event older than this is deleted once every delivery of
@@ -108,6 +127,7 @@ func (s *Store) Prune(ctx context.Context, r Retention, now time.Time) ([]TableS
 func (s *Store) pruneEvents(ctx context.Context, cutoff time.Time, batch int) (events, deliveries int, err error) {
 	var after int64
 	for {
+		started := time.Now()
 		var rows []struct {
 			ID         int64     `db:"id"`
 			OccurredAt Timestamp `db:"occurred_at"`
@@ -134,6 +154,9 @@ func (s *Store) pruneEvents(ctx context.Context, cutoff time.Time, batch int) (e
 			return events, deliveries, nil
 		}
 		after = rows[len(rows)-1].ID
+		if err := rest(ctx, time.Since(started)); err != nil {
+			return events, deliveries, err
+		}
 	}
 }
 
@@ -185,6 +208,7 @@ func (s *Store) pruneInbox(ctx context.Context, cutoff time.Time, batch int) (in
 		(SELECT message_id FROM inbox WHERE processed_at < ? ORDER BY processed_at LIMIT ?)`)
 	total := 0
 	for {
+		started := time.Now()
 		res, err := s.db.ExecContext(ctx, query, cutoff.UTC(), batch)
 		if err != nil {
 			return total, s.dialect.Classify(fmt.Errorf("prune the inbox: %w", err))
@@ -196,6 +220,9 @@ func (s *Store) pruneInbox(ctx context.Context, cutoff time.Time, batch int) (in
 		total += int(n)
 		if int(n) < batch {
 			return total, nil
+		}
+		if err := rest(ctx, time.Since(started)); err != nil {
+			return total, err
 		}
 	}
 }
