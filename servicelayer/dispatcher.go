@@ -45,12 +45,10 @@ func NewDispatcher(bus *Bus, events EventLog, log *slog.Logger) *Dispatcher {
 }
 
 // Resume says a dependency is back (Redis reconnected): every paused handler
-// is tried again at once, and so is every delivery waiting out its backoff.
+// is tried again at once. Its deliveries are due already: a transient
+// failure leaves them so.
 func (d *Dispatcher) Resume(ctx context.Context) {
 	d.bus.Resume()
-	if err := d.events.RetryNow(ctx); err != nil {
-		d.log.WarnContext(ctx, "could not make failed deliveries due; they fall due after their backoff", "error", err)
-	}
 	select {
 	case d.resume <- struct{}{}:
 	default:

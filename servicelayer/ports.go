@@ -28,8 +28,10 @@ type UnitOfWork interface {
 	// running fn, unless the delivery is pending, nobody else holds it, and
 	// every earlier event of the same product is done for this handler (a
 	// delivery marked InTurn was found so when it was queued). When fn fails
-	// the failure is recorded and the delivery is due again after the retry
-	// policy's delay, or parked as dead after its last attempt.
+	// the failure is recorded. A transient failure leaves the delivery due
+	// (the bus pauses the handler instead); a permanent one (ErrPermanent)
+	// makes it due after the retry policy's delay, or parks it as dead after
+	// its last attempt.
 	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Delivery, error)
 }
 
@@ -54,13 +56,9 @@ type EventLog interface {
 	// CompleteRun marks a claimed run done.
 	CompleteRun(ctx context.Context, run []Delivery) error
 	// ReleaseRun gives a claimed run back, due again at once. With a cause
-	// the attempt failed: it is recorded on the run's first delivery, which
-	// falls due after the retry policy's delay (or is parked as dead when
-	// the cause is permanent and it was its last attempt).
+	// the attempt failed: it is recorded on the run's first delivery as
+	// Deliver records a failure.
 	ReleaseRun(ctx context.Context, run []Delivery, cause error) error
-	// RetryNow makes every pending delivery that is waiting out the backoff
-	// of a failed attempt due at once: the dependency it failed on is back.
-	RetryNow(ctx context.Context) error
 }
 
 // Tx is what a handler may touch inside a unit of work.

@@ -297,21 +297,6 @@ func (s *Store) ReleaseRun(_ context.Context, run []servicelayer.Delivery, cause
 	return nil
 }
 
-// RetryNow implements servicelayer.EventLog.
-func (s *Store) RetryNow(context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range s.log {
-		for _, d := range e.deliveries {
-			if !d.done && !d.dead && d.attempts > 0 {
-				d.next = s.now()
-			}
-		}
-	}
-	s.signal()
-	return nil
-}
-
 // Wake implements servicelayer.EventLog.
 func (s *Store) Wake() <-chan struct{} { return s.wake }
 

@@ -64,7 +64,7 @@ type queries struct {
 
 	due, nextDue, dead, replay, skip, backlog, claim, recordFailure string
 
-	runIDs, claimRange, runRows, completeRun, releaseRun, attempts, retryNow string
+	runIDs, claimRange, runRows, completeRun, releaseRun, attempts string
 }
 
 func rebindQueries(bind int, heads string) queries {
@@ -132,11 +132,6 @@ func rebindQueries(bind int, heads string) queries {
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.aggregate = ? AND d.handler = ? AND d.status <> 'done' AND d.event_id BETWEEN ? AND ?
 			ORDER BY d.event_id`),
-		// Only deliveries that failed before: a new one is left to the
-		// process that committed it for a moment.
-		retryNow: r(`
-			UPDATE event_deliveries SET next_attempt_at = ?
-			WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > ? AND (claimed_until IS NULL OR claimed_until <= ?)`),
 		attempts: r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`),
 		// A run is the open deliveries of its range (ClaimRun keeps only
 		// those in a row), so it is marked done as a range: a plain scan

@@ -131,12 +131,3 @@ func (s *Store) Skip(ctx context.Context, eventID int64) (int, error) {
 	}
 	return int(n), s.dialect.Notify(ctx)
 }
-
-// RetryNow implements servicelayer.EventLog.
-func (s *Store) RetryNow(ctx context.Context) error {
-	now := time.Now().UTC()
-	if _, err := s.db.ExecContext(ctx, s.queries.retryNow, now, now, now); err != nil {
-		return s.dialect.Classify(fmt.Errorf("make failed deliveries due: %w", err))
-	}
-	return s.dialect.Notify(ctx)
-}

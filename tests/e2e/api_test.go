@@ -248,6 +248,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			`allocation_inbound_messages_total{channel="allocate",outcome="handled"} 1`,
 			`allocation_event_deliveries_pending 0`,
 			`allocation_event_deliveries_dead 0`,
+			`allocation_event_deliveries_blocked 0`,
 			`go_sql_max_open_connections{db_name="allocation"} 20`,
 		} {
 			if !strings.Contains(string(body), want) {

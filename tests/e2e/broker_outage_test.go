@@ -126,15 +126,23 @@ func deliveriesLeft(t *testing.T, dbURL string) (open, dead int) {
 	return open, dead
 }
 
+// startWithOwnRedis starts a service on a redis-server of the test's own,
+// which the test may stop, restart empty or freeze.
+func startWithOwnRedis(t *testing.T) (*testenv.RedisServer, *service) {
+	t.Helper()
+	rs := testenv.StartRedisServer(t)
+	s := newService(t, rs.URL())
+	s.redis = rs.Client()
+	s.start()
+	return rs, s
+}
+
 // Redis is stopped for E2E_REDIS_OUTAGE while 30 products are allocated,
 // then comes back empty. Nothing is parked; every allocation is published
 // once, each product's in commit order, within seconds of Redis returning.
 func TestARedisOutageParksNothingAndKeepsEachProductsOrder(t *testing.T) {
 	t.Parallel()
-	rs := testenv.StartRedisServer(t)
-	s := newService(t, rs.URL())
-	s.redis = rs.Client()
-	s.start()
+	rs, s := startWithOwnRedis(t)
 	run := newOutageRun(s, 30)
 
 	// Restarted empty, Redis keeps only what is published after: the
@@ -167,10 +175,7 @@ func TestARedisOutageParksNothingAndKeepsEachProductsOrder(t *testing.T) {
 // the order holds.
 func TestAFrozenRedisLosesNothingAndKeepsTheOrder(t *testing.T) {
 	t.Parallel()
-	rs := testenv.StartRedisServer(t)
-	s := newService(t, rs.URL())
-	s.redis = rs.Client()
-	s.start()
+	rs, s := startWithOwnRedis(t)
 	run := newOutageRun(s, 1)
 	for range 50 {
 		run.allocate()
