@@ -16,7 +16,20 @@ type Result struct {
 	BatchRef string
 }
 
-type commandHandler func(ctx context.Context, cmd domain.Command) (Result, []Delivery, error)
+type commandHandler func(ctx context.Context, uow commandUnit, cmd domain.Command) (Result, []Delivery, error)
+
+// commandUnit is the unit of work a command handler commits through: the
+// command's piece of work, and the inbound message it answers ("" for an
+// HTTP request), which its commit records in the inbox.
+type commandUnit struct {
+	work    Work
+	inboxID string
+}
+
+// Do runs fn as the command's atomic change (Work.Do).
+func (u commandUnit) Do(ctx context.Context, fn func(tx Tx) error) ([]Delivery, error) {
+	return u.work.Do(ctx, u.inboxID, fn)
+}
 
 // eventHandler runs inside the transaction of its delivery. A handler with
 // sendAll can also take many deliveries of one product at once, in order
@@ -65,7 +78,7 @@ func (noObserver) EventDelivered(string, error) {}
 
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
-	h := handlers{uow: deps.UoW, publisher: deps.Publisher, notifier: deps.Notifier}
+	h := handlers{publisher: deps.Publisher, notifier: deps.Notifier}
 	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry)}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -120,29 +133,39 @@ func EventHandlers(eventName string) []string {
 // event handler's error is logged and left to the dispatcher, which retries
 // it from the event log: the command's change is committed already.
 func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
+	return b.handle(ctx, "", cmd)
+}
+
+// HandleMessage is Handle for a command that came as the inbound message
+// messageID: the id is recorded in the inbox with the command's change, and
+// a message handled before fails with ErrDuplicateMessage.
+func (b *Bus) HandleMessage(ctx context.Context, messageID string, cmd domain.Command) (Result, error) {
+	return b.handle(ctx, messageID, cmd)
+}
+
+func (b *Bus) handle(ctx context.Context, inboxID string, cmd domain.Command) (Result, error) {
 	h, ok := b.commands[cmd.Name()]
 	if !ok {
 		return Result{}, fmt.Errorf("no handler for command %s", cmd.Name())
 	}
-	ctx, release := WithHold(ctx)
-	defer release()
-	res, queued, err := h(ctx, cmd)
+	work := b.uow.Begin()
+	defer work.End()
+	res, queued, err := h(ctx, commandUnit{work: work, inboxID: inboxID}, cmd)
 	b.observer.CommandHandled(cmd.Name(), err)
 	if err != nil {
 		return Result{}, err
 	}
-	// The inbound message id belongs to the command alone.
-	b.drain(WithMessageID(ctx, ""), queued)
+	b.drain(ctx, work, queued)
 	return res, nil
 }
 
 // Deliver runs one delivery from the event log and then every event that
 // follows from it. The dispatcher calls it.
 func (b *Bus) Deliver(ctx context.Context, d Delivery) error {
-	ctx, release := WithHold(ctx)
-	defer release()
-	more, err := b.deliver(ctx, d)
-	b.drain(ctx, more)
+	work := b.uow.Begin()
+	defer work.End()
+	more, err := b.deliver(ctx, work, d)
+	b.drain(ctx, work, more)
 	return err
 }
 
@@ -156,7 +179,7 @@ const InProcessTimeout = time.Second
 // turn; the queue lives in this call only, so concurrent callers never share
 // it. A delivery that is not in turn, or comes after one of its product and
 // handler that failed here, is left to the dispatcher, which keeps the order.
-func (b *Bus) drain(ctx context.Context, queue []Delivery) {
+func (b *Bus) drain(ctx context.Context, work Work, queue []Delivery) {
 	type turn struct{ sku, handler string }
 	blocked := map[turn]bool{}
 	for len(queue) > 0 {
@@ -170,7 +193,7 @@ func (b *Bus) drain(ctx context.Context, queue []Delivery) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, InProcessTimeout)
-		more, err := b.deliver(dctx, d)
+		more, err := b.deliver(dctx, work, d)
 		cancel()
 		if err != nil {
 			blocked[t] = true
@@ -179,7 +202,7 @@ func (b *Bus) drain(ctx context.Context, queue []Delivery) {
 	}
 }
 
-func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Delivery, error) {
+func (b *Bus) deliver(ctx context.Context, work Work, d Delivery) ([]Delivery, error) {
 	// What this handler raises was caused by d, in d's chain.
 	correlation := d.CorrelationID
 	if correlation == "" {
@@ -195,7 +218,7 @@ func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Delivery, error) {
 	if eh == nil {
 		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
 	}
-	more, err := b.uow.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
+	more, err := work.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
 	b.observer.EventDelivered(d.Handler, err)
 	if errors.Is(err, ErrNotDelivered) {
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)
@@ -276,9 +299,9 @@ func (b *Bus) Pause(handler string) { b.pauses.pauseLongest(handler, time.Now())
 func (b *Bus) Resume() { b.pauses.resumeAll() }
 
 // command adapts a typed handler to the bus; the map key guarantees the type.
-func command[C domain.Command](h func(context.Context, C) (Result, []Delivery, error)) commandHandler {
-	return func(ctx context.Context, cmd domain.Command) (Result, []Delivery, error) {
-		return h(ctx, cmd.(C))
+func command[C domain.Command](h func(context.Context, commandUnit, C) (Result, []Delivery, error)) commandHandler {
+	return func(ctx context.Context, uow commandUnit, cmd domain.Command) (Result, []Delivery, error) {
+		return h(ctx, uow, cmd.(C))
 	}
 }
 

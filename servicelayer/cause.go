@@ -21,18 +21,3 @@ func CauseOf(ctx context.Context) Cause {
 	c, _ := ctx.Value(causeKey{}).(Cause)
 	return c
 }
-
-type messageIDKey struct{}
-
-// WithMessageID marks ctx as handling the inbound message id. The unit of
-// work of the command records id in the inbox in the same transaction as the
-// command's effect, and refuses a second message with the same id.
-func WithMessageID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, messageIDKey{}, id)
-}
-
-// MessageID returns the inbound message id ctx carries, or "".
-func MessageID(ctx context.Context) string {
-	id, _ := ctx.Value(messageIDKey{}).(string)
-	return id
-}

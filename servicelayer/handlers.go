@@ -11,17 +11,16 @@ import (
 const StockDesk = "stock@made.com"
 
 type handlers struct {
-	uow       UnitOfWork
 	publisher Publisher
 	notifier  Notifier
 }
 
-func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Result, []Delivery, error) {
+func (h handlers) createBatch(ctx context.Context, uow commandUnit, cmd domain.CreateBatch) (Result, []Delivery, error) {
 	batch, err := domain.NewBatch(cmd.Ref, cmd.SKU, cmd.Qty, cmd.ETA)
 	if err != nil {
 		return Result{}, nil, err
 	}
-	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		owner, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -48,13 +47,13 @@ func (h handlers) createBatch(ctx context.Context, cmd domain.CreateBatch) (Resu
 	return Result{}, queued, err
 }
 
-func (h handlers) allocate(ctx context.Context, cmd domain.Allocate) (Result, []Delivery, error) {
+func (h handlers) allocate(ctx context.Context, uow commandUnit, cmd domain.Allocate) (Result, []Delivery, error) {
 	line, err := domain.NewOrderLine(cmd.OrderID, cmd.SKU, cmd.Qty)
 	if err != nil {
 		return Result{}, nil, err
 	}
 	var ref string
-	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		ref, err = allocate(ctx, tx, line)
 		return err
 	}))
@@ -72,8 +71,8 @@ func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error)
 	return product.Allocate(line)
 }
 
-func (h handlers) changeBatchQuantity(ctx context.Context, cmd domain.ChangeBatchQuantity) (Result, []Delivery, error) {
-	queued, err := h.uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+func (h handlers) changeBatchQuantity(ctx context.Context, uow commandUnit, cmd domain.ChangeBatchQuantity) (Result, []Delivery, error) {
+	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
 		product, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err

@@ -10,18 +10,29 @@ import (
 	"allocation/domain"
 )
 
-// UnitOfWork runs handlers in transactions. An implementation may run fn more
-// than once when the store reports a conflict with a concurrent transaction,
-// so fn must only change state through tx.
+// UnitOfWork runs handlers in transactions, within pieces of work.
 type UnitOfWork interface {
+	// Begin starts a piece of work: one command, or one delivery, with every
+	// delivery the bus makes right after it. A store may keep what it takes
+	// for the work until End: the in-process turn of each product the work
+	// touched, so that the next command on a product is decided only once
+	// the events of this one went out, in order.
+	Begin() Work
+}
+
+// Work is one piece of work (UnitOfWork.Begin). One goroutine uses it.
+type Work interface {
 	// Do runs fn as one atomic change: it commits when fn returns nil and
-	// changes nothing otherwise. The events raised by every product the
+	// changes nothing otherwise. It may run fn more than once when the store
+	// reports a conflict with a concurrent transaction, so fn must only
+	// change state through tx. The events raised by every product the
 	// repository handed out are written to the event log in the same commit,
-	// with one pending delivery per handler (EventHandlers), and those
-	// deliveries are returned in order. When ctx carries an inbound message
-	// id (WithMessageID) it is recorded in the inbox in the same commit; a
+	// with one pending delivery per handler, and those deliveries are
+	// returned in order; the allocations view is brought up to date with
+	// them in the same commit too. A non-empty inboxID (the inbound message
+	// the work answers) is recorded in the inbox in the same commit; a
 	// repeated id fails with ErrDuplicateMessage and changes nothing.
-	Do(ctx context.Context, fn func(tx Tx) error) ([]Delivery, error)
+	Do(ctx context.Context, inboxID string, fn func(tx Tx) error) ([]Delivery, error)
 	// Deliver runs fn for one pending delivery and marks it done; when fn
 	// changes stored state, in the same commit, so a handler's effect and
 	// its bookkeeping commit together. It returns ErrNotDelivered, without
@@ -33,6 +44,8 @@ type UnitOfWork interface {
 	// makes it due after the retry policy's delay, or parks it as dead after
 	// its last attempt.
 	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Delivery, error)
+	// End lets go of what the work kept.
+	End()
 }
 
 // EventLog is what the background dispatcher reads.

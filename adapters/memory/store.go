@@ -144,11 +144,31 @@ func (s *Store) ProductOfBatch(_ context.Context, ref string) (sku string, found
 	return "", false, nil
 }
 
-// Do implements servicelayer.UnitOfWork.
+// work is a piece of work on the memory store. Units of work run one at a
+// time already, so it keeps nothing between them.
+type work struct{ store *Store }
+
+// Begin implements servicelayer.UnitOfWork.
+func (s *Store) Begin() servicelayer.Work { return work{s} }
+
+func (w work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	return w.store.do(ctx, inboxID, fn)
+}
+
+func (w work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	return w.store.Deliver(ctx, d, fn)
+}
+
+func (work) End() {}
+
+// Do runs fn as a unit of work answering no inbound message.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	return s.do(ctx, "", fn)
+}
+
+func (s *Store) do(ctx context.Context, id string, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := servicelayer.MessageID(ctx)
 	if id != "" && s.inbox[id] {
 		return nil, servicelayer.ErrDuplicateMessage
 	}
@@ -162,7 +182,7 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 	return s.commit(ctx, t), nil
 }
 
-// Deliver implements servicelayer.UnitOfWork.
+// Deliver makes one delivery (servicelayer.Work.Deliver).
 func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

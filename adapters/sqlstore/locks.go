@@ -3,8 +3,6 @@ package sqlstore
 import (
 	"context"
 	"sync"
-
-	"allocation/servicelayer"
 )
 
 // productLocks are in-process locks, one per product: writers of a product
@@ -70,29 +68,22 @@ func (l *productLocks) forget(sku string, pl *productLock) {
 	}
 }
 
-// lockProduct takes the product's lock for the rest of the hold in ctx, or
-// of the session when there is none. Only the first lock of a piece of work
-// is waited for; while holding one, another is only taken when free, so two
-// pieces of work can never wait for each other.
-func (s *session) lockProduct(ctx context.Context, sku string) error {
-	key := "product:" + sku
-	hold := servicelayer.HoldOf(ctx)
-	if hold != nil && hold.Has(key) || s.locked[key] {
+// lockProduct takes the product's lock for the rest of the piece of work.
+// Only the first lock of a piece of work is waited for; while holding one,
+// another is only taken when free, so two pieces of work can never wait for
+// each other.
+func (w *Work) lockProduct(ctx context.Context, sku string) error {
+	if w.held[sku] {
 		return nil
 	}
-	first := len(s.locked) == 0 && (hold == nil || hold.Empty())
-	release, err := s.store.locks.acquire(ctx, sku, first)
+	release, err := w.store.locks.acquire(ctx, sku, len(w.held) == 0)
 	if err != nil {
 		return err
 	}
 	if release == nil {
 		return nil // busy: the version check keeps us apart
 	}
-	s.locked[key] = true
-	if hold != nil {
-		hold.Keep(key, release)
-	} else {
-		s.releases = append(s.releases, release)
-	}
+	w.held[sku] = true
+	w.releases = append(w.releases, release)
 	return nil
 }

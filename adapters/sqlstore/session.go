@@ -18,8 +18,9 @@ type session struct {
 	seen      []*domain.Product
 	snapshots map[string]productSnapshot
 	view      viewChanges
-	locked    map[string]bool
-	releases  []func() // locks kept by the session itself, when no hold keeps them
+	// work is the piece of work the session belongs to: it keeps the
+	// product locks.
+	work *Work
 	// cached are the products taken from the cache rather than read: their
 	// version is checked by the write even when they did not change.
 	cached map[string]bool
@@ -28,8 +29,8 @@ type session struct {
 	unseen []domain.OrderLine
 }
 
-func (s *Store) begin() *session {
-	return &session{store: s, snapshots: map[string]productSnapshot{}, locked: map[string]bool{}, cached: map[string]bool{}}
+func (s *Store) begin(w *Work) *session {
+	return &session{store: s, work: w, snapshots: map[string]productSnapshot{}, cached: map[string]bool{}}
 }
 
 // remember updates the caches after a successful write: every product the
@@ -52,14 +53,6 @@ func (s *session) forget() {
 	for _, p := range s.seen {
 		s.store.cache.forget(p.SKU())
 	}
-}
-
-// end releases the locks the session kept itself.
-func (s *session) end() {
-	for i := len(s.releases) - 1; i >= 0; i-- {
-		s.releases[i]()
-	}
-	s.releases = nil
 }
 
 func (s *session) Products() servicelayer.Products                { return (*repository)(s) }
@@ -128,7 +121,7 @@ func (r *repository) get(ctx context.Context, sku string, cacheable bool, query 
 			return p, nil
 		}
 	}
-	if err := (*session)(r).lockProduct(ctx, sku); err != nil {
+	if err := r.work.lockProduct(ctx, sku); err != nil {
 		return nil, err
 	}
 	var (
@@ -154,7 +147,7 @@ func (r *repository) get(ctx context.Context, sku string, cacheable bool, query 
 // concurrent creator of the same SKU makes that a conflict, and the retry
 // finds the product.
 func (r *repository) Add(ctx context.Context, p *domain.Product) error {
-	if err := (*session)(r).lockProduct(ctx, p.SKU()); err != nil {
+	if err := r.work.lockProduct(ctx, p.SKU()); err != nil {
 		return err
 	}
 	r.seen = append(r.seen, p)

@@ -11,14 +11,54 @@ import (
 	"allocation/servicelayer"
 )
 
-// Do implements servicelayer.UnitOfWork. When the write finds that a
-// product moved on since it was read (a writer in another process), fn runs
-// again from scratch with backoff, until ctx ends.
+// Work is one piece of work (servicelayer.Work): the units of work of a
+// command or a delivery and of the deliveries made right after it. It keeps
+// the in-process lock of every product it touched until End, so that the
+// next command on a product waits until this work's events went out.
+type Work struct {
+	store *Store
+	// held are the products whose locks the work keeps; releases lets go
+	// of them, last taken first.
+	held     map[string]bool
+	releases []func()
+}
+
+// Begin implements servicelayer.UnitOfWork.
+func (s *Store) Begin() servicelayer.Work {
+	return &Work{store: s, held: map[string]bool{}}
+}
+
+// End implements servicelayer.Work: it releases the product locks.
+func (w *Work) End() {
+	for i := len(w.releases) - 1; i >= 0; i-- {
+		w.releases[i]()
+	}
+	w.releases, w.held = nil, map[string]bool{}
+}
+
+// Do runs fn as a piece of work of its own, with no inbound message: for
+// tools and tests.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
-	inbox := servicelayer.MessageID(ctx)
+	w := s.Begin()
+	defer w.End()
+	return w.Do(ctx, "", fn)
+}
+
+// Deliver makes one delivery as a piece of work of its own: for tools and
+// tests.
+func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	w := s.Begin()
+	defer w.End()
+	return w.Deliver(ctx, d, fn)
+}
+
+// Do implements servicelayer.Work. When the write finds that a product moved
+// on since it was read (a writer in another process), fn runs again from
+// scratch with backoff, until ctx ends.
+func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	s := w.store
 	return s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
-		sess := s.begin()
-		defer sess.end()
+		sess := s.begin(w)
 		if err := fn(sess); err != nil {
 			return nil, err
 		}
@@ -26,21 +66,22 @@ func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]se
 		if err != nil {
 			return nil, err
 		}
-		if inbox != "" {
-			c.InboxIDs = []string{inbox}
+		if inboxID != "" {
+			c.InboxIDs = []string{inboxID}
 		}
-		if !c.changesState() && inbox == "" {
+		if !c.changesState() && inboxID == "" {
 			return nil, nil
 		}
 		return s.apply(ctx, sess, c)
 	})
 }
 
-// Deliver implements servicelayer.UnitOfWork. A delivery in turn was just
-// queued by this process, which holds the product's lock: it is made at
-// once. Any other is first claimed in the database, which refuses it unless
-// it is due and first in line for its product and handler.
-func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+// Deliver implements servicelayer.Work. A delivery in turn was just queued
+// by this process, which holds the product's lock: it is made at once. Any
+// other is first claimed in the database, which refuses it unless it is due
+// and first in line for its product and handler.
+func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	s := w.store
 	attempts := 0
 	if !d.InTurn {
 		var err error
@@ -50,8 +91,7 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 	}
 	key := DeliveryKey{EventID: d.LogID, Handler: d.Handler}
 	queued, err := s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
-		sess := s.begin()
-		defer sess.end()
+		sess := s.begin(w)
 		if err := fn(sess); err != nil {
 			return nil, &handlerError{err}
 		}

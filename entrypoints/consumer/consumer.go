@@ -48,7 +48,7 @@ const inFlightPerWorker = 8
 
 // Bus handles commands.
 type Bus interface {
-	Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error)
+	HandleMessage(ctx context.Context, messageID string, cmd domain.Command) (servicelayer.Result, error)
 }
 
 // Owners says which product a batch belongs to. change_batch_quantity names
@@ -456,13 +456,10 @@ func (c *Consumer) apply(ctx context.Context, m *inbound) (err error) {
 		}
 	}()
 	msg := m.msg
-	if msg.ID != "" {
-		ctx = servicelayer.WithMessageID(ctx, msg.ID)
-	}
 	if cause := causeOf(msg); cause != (servicelayer.Cause{}) {
 		ctx = servicelayer.WithCause(ctx, cause)
 	}
-	_, err = c.bus.Handle(ctx, msg.Command)
+	_, err = c.bus.HandleMessage(ctx, msg.ID, msg.Command)
 	if errors.Is(err, servicelayer.ErrDuplicateMessage) {
 		// Processed before: acknowledging it again is all there is to do.
 		c.log.InfoContext(ctx, "duplicate message skipped", "channel", m.channel, "message_id", msg.ID)

@@ -103,8 +103,8 @@ type countingBus struct {
 	reached chan struct{}
 }
 
-func (b *countingBus) Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error) {
-	res, err := b.next.Handle(ctx, cmd)
+func (b *countingBus) HandleMessage(ctx context.Context, messageID string, cmd domain.Command) (servicelayer.Result, error) {
+	res, err := b.next.HandleMessage(ctx, messageID, cmd)
 	if err == nil && b.handled.Add(1) == b.target {
 		close(b.reached)
 	}

@@ -62,7 +62,7 @@ func (b *orderingBus) gate(sku string) (open func()) {
 	return sync.OnceFunc(func() { close(ch) })
 }
 
-func (b *orderingBus) Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error) {
+func (b *orderingBus) HandleMessage(ctx context.Context, messageID string, cmd domain.Command) (servicelayer.Result, error) {
 	channel, sku, what := b.describe(cmd)
 	b.started <- sku
 	b.mu.Lock()
@@ -76,7 +76,7 @@ func (b *orderingBus) Handle(ctx context.Context, cmd domain.Command) (servicela
 	if gate != nil {
 		<-gate
 	}
-	res, err := b.next.Handle(ctx, cmd)
+	res, err := b.next.HandleMessage(ctx, messageID, cmd)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.active[sku]--; b.active[sku] == 0 {
@@ -192,7 +192,7 @@ func products(t *testing.T, bus consumer.Bus, n int) (skus []string, batches [][
 		sku := testenv.RandomName("sku-")
 		refs := [2]string{testenv.RandomName("batch-"), testenv.RandomName("batch-")}
 		for _, ref := range refs {
-			if _, err := bus.Handle(context.Background(), domain.CreateBatch{Ref: ref, SKU: sku, Qty: 1_000_000}); err != nil {
+			if _, err := bus.HandleMessage(context.Background(), "", domain.CreateBatch{Ref: ref, SKU: sku, Qty: 1_000_000}); err != nil {
 				t.Fatal(err)
 			}
 			productOf[ref] = sku

@@ -266,7 +266,7 @@ type failingBus struct {
 	next  consumer.Bus
 }
 
-func (b *failingBus) Handle(ctx context.Context, cmd domain.Command) (servicelayer.Result, error) {
+func (b *failingBus) HandleMessage(ctx context.Context, messageID string, cmd domain.Command) (servicelayer.Result, error) {
 	b.mu.Lock()
 	b.calls++
 	n, next := b.calls, b.next
@@ -277,7 +277,7 @@ func (b *failingBus) Handle(ctx context.Context, cmd domain.Command) (servicelay
 	case 2:
 		return servicelayer.Result{}, errors.New("database is down")
 	}
-	return next.Handle(ctx, cmd)
+	return next.HandleMessage(ctx, messageID, cmd)
 }
 
 func TestConsumerSurvivesPanicsAndOutagesSettingTheMessagesAside(t *testing.T) {

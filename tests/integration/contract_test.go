@@ -15,6 +15,9 @@ import (
 // store is one implementation of the service layer's storage ports.
 type store interface {
 	servicelayer.UnitOfWork
+	// Do and Deliver are pieces of work of their own.
+	Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error)
+	Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error)
 	servicelayer.EventLog
 	servicelayer.History
 	Allocations(ctx context.Context, orderID string) ([]servicelayer.Allocation, error)
@@ -145,9 +148,10 @@ func TestContractOfTheStorageAdapters(t *testing.T) {
 			}
 		}},
 		{"an inbound message id is taken once", func(t *testing.T, s store) {
-			mctx := servicelayer.WithMessageID(ctx, "m-1")
 			for i, want := range []error{nil, servicelayer.ErrDuplicateMessage} {
-				_, err := s.Do(mctx, func(servicelayer.Tx) error { return nil })
+				w := s.Begin()
+				_, err := w.Do(ctx, "m-1", func(servicelayer.Tx) error { return nil })
+				w.End()
 				if !errors.Is(err, want) && !(want == nil && err == nil) {
 					t.Fatalf("attempt %d: %v, want %v", i, err, want)
 				}

@@ -321,8 +321,8 @@ func TestInboxProcessesAMessageIDOnce(t *testing.T) {
 	onEveryEngine(t, func(t *testing.T, open opener) {
 		f := newOutbox(t, open)
 		handleAll(t, f.bus, domain.CreateBatch{Ref: "b1", SKU: "INBOX", Qty: 10})
-		ctx := servicelayer.WithMessageID(context.Background(), "msg-1")
-		if _, err := f.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
+		ctx := context.Background()
+		if _, err := f.bus.HandleMessage(ctx, "msg-1", domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
 			t.Fatal(err)
 		}
 		handleAll(t, f.bus, domain.ChangeBatchQuantity{Ref: "b1", Qty: 8})
@@ -330,7 +330,7 @@ func TestInboxProcessesAMessageIDOnce(t *testing.T) {
 		errs := make(chan error, 3)
 		for range 3 {
 			go func() {
-				_, err := f.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
+				_, err := f.bus.HandleMessage(ctx, "msg-1", domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
 				errs <- err
 			}()
 		}

@@ -23,8 +23,7 @@ func TestGroupCommitKeepsEachUnitOfWorksOwnOutcome(t *testing.T) {
 		for i := range products {
 			handleAll(t, bus, domain.CreateBatch{Ref: fmt.Sprintf("b%d", i), SKU: fmt.Sprintf("GROUP-%d", i), Qty: 100})
 		}
-		seen := servicelayer.WithMessageID(ctx, "seen-before")
-		if _, err := bus.Handle(seen, domain.ChangeBatchQuantity{Ref: "b0", Qty: 90}); err != nil {
+		if _, err := bus.HandleMessage(ctx, "seen-before", domain.ChangeBatchQuantity{Ref: "b0", Qty: 90}); err != nil {
 			t.Fatal(err)
 		}
 
@@ -37,7 +36,7 @@ func TestGroupCommitKeepsEachUnitOfWorksOwnOutcome(t *testing.T) {
 					defer wg.Done()
 					if i == 0 {
 						// The repeated message: refused, whatever it is written with.
-						_, errs[i] = bus.Handle(seen, domain.ChangeBatchQuantity{Ref: "b0", Qty: 50})
+						_, errs[i] = bus.HandleMessage(ctx, "seen-before", domain.ChangeBatchQuantity{Ref: "b0", Qty: 50})
 						return
 					}
 					_, errs[i] = bus.Handle(ctx, domain.Allocate{OrderID: fmt.Sprintf("o%d-%d", round, i), SKU: fmt.Sprintf("GROUP-%d", i), Qty: 1})

@@ -33,8 +33,7 @@ func TestPruningDeletesOnlyOldDoneHistoryInBatchesWhileWritesContinue(t *testing
 		sku := testenv.RandomName("PRUNE-")
 		handleAll(t, bus, domain.CreateBatch{Ref: sku, SKU: sku, Qty: 1000})
 		for i := range 20 {
-			mctx := servicelayer.WithMessageID(ctx, fmt.Sprintf("%s-old-%d", sku, i))
-			if _, err := bus.Handle(mctx, domain.Allocate{OrderID: fmt.Sprintf("old%d", i), SKU: sku, Qty: 1}); err != nil {
+			if _, err := bus.HandleMessage(ctx, fmt.Sprintf("%s-old-%d", sku, i), domain.Allocate{OrderID: fmt.Sprintf("old%d", i), SKU: sku, Qty: 1}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -109,8 +108,7 @@ func allocateWhile(t *testing.T, bus *servicelayer.Bus, sku string, fn func()) i
 				return
 			default:
 			}
-			ctx := servicelayer.WithMessageID(context.Background(), fmt.Sprintf("%s-new-%d", sku, written))
-			if _, err := bus.Handle(ctx, domain.Allocate{OrderID: fmt.Sprintf("new%d", written), SKU: sku, Qty: 1}); err != nil {
+			if _, err := bus.HandleMessage(context.Background(), fmt.Sprintf("%s-new-%d", sku, written), domain.Allocate{OrderID: fmt.Sprintf("new%d", written), SKU: sku, Qty: 1}); err != nil {
 				t.Errorf("allocate while pruning: %v", err)
 				return
 			}

@@ -192,8 +192,7 @@ func TestARedeliveredStreamEntryIsAppliedOnce(t *testing.T) {
 	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
 		r := newStreamRig(t, connect)
 		id := r.append(t, "change_batch_quantity", `{"batchref": "b1", "qty": 7}`)
-		ctx := servicelayer.WithMessageID(context.Background(), "stream:change_batch_quantity:"+id)
-		if _, err := r.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 7}); err != nil {
+		if _, err := r.bus.HandleMessage(context.Background(), "stream:change_batch_quantity:"+id, domain.ChangeBatchQuantity{Ref: "b1", Qty: 7}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.bus.Handle(context.Background(), domain.ChangeBatchQuantity{Ref: "b1", Qty: 9}); err != nil {

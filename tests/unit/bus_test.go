@@ -280,13 +280,13 @@ func TestARepeatedInboundMessageIDIsProcessedOnce(t *testing.T) {
 	app := newTestApp()
 	sku := uniqueName("ONCE")
 	handle(t, app, domain.CreateBatch{Ref: "b1", SKU: sku, Qty: 10})
-	ctx := servicelayer.WithMessageID(context.Background(), uniqueName("m"))
-	if _, err := app.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
+	ctx, id := context.Background(), uniqueName("m")
+	if _, err := app.bus.HandleMessage(ctx, id, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}); err != nil {
 		t.Fatal(err)
 	}
 	handle(t, app, domain.ChangeBatchQuantity{Ref: "b1", Qty: 8})
 
-	_, err := app.bus.Handle(ctx, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
+	_, err := app.bus.HandleMessage(ctx, id, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5})
 
 	if !errors.Is(err, servicelayer.ErrDuplicateMessage) {
 		t.Fatalf("got %v, want ErrDuplicateMessage", err)

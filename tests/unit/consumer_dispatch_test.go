@@ -216,7 +216,7 @@ func (b *gatedBus) gate(product string) (open func()) {
 	return func() { close(ch) }
 }
 
-func (b *gatedBus) Handle(_ context.Context, cmd domain.Command) (servicelayer.Result, error) {
+func (b *gatedBus) HandleMessage(_ context.Context, messageID string, cmd domain.Command) (servicelayer.Result, error) {
 	product, id := b.product(cmd)
 	b.started <- handled{product, cmd}
 	b.mu.Lock()

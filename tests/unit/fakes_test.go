@@ -203,6 +203,24 @@ type failingCommit struct {
 	err error
 }
 
+func (u failingCommit) Begin() servicelayer.Work {
+	return failingWork{Work: u.Store.Begin(), err: u.err}
+}
+
+type failingWork struct {
+	servicelayer.Work
+	err error
+}
+
+func (w failingWork) Do(ctx context.Context, inboxID string, fn func(servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
+	return w.Work.Do(ctx, inboxID, func(tx servicelayer.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return w.err
+	})
+}
+
 func (u failingCommit) Do(ctx context.Context, fn func(servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	return u.Store.Do(ctx, func(tx servicelayer.Tx) error {
 		if err := fn(tx); err != nil {
