@@ -165,6 +165,13 @@ func databaseName(cfg Config) string {
 	return "postgres"
 }
 
+// storeOptions builds a store for the bus's handlers: a delivery of each
+// event for each of its handlers, and a dispatcher's claim on a delivery
+// lasting a second longer than the dispatcher lets it run.
+func storeOptions(log *slog.Logger) sqlstore.Options {
+	return sqlstore.Options{Log: log, Routes: servicelayer.EventRoutes(), ClaimLease: servicelayer.DeliveryTimeout + time.Second}
+}
+
 // OpenStore opens the database, the SQLite file when DATABASE_URL is unset
 // and PostgreSQL otherwise, and returns it with the store on it; closing
 // the store and then the database releases them.
@@ -174,13 +181,13 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sq
 		if err != nil {
 			return nil, nil, err
 		}
-		return db, sqlite.NewStore(db, log), nil
+		return db, sqlite.NewStore(db, storeOptions(log)), nil
 	}
 	db, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	store, err := postgres.NewStore(db, cfg.DatabaseURL, log)
+	store, err := postgres.NewStore(db, cfg.DatabaseURL, storeOptions(log))
 	if err != nil {
 		db.Close()
 		return nil, nil, err

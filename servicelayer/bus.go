@@ -101,9 +101,10 @@ func NewBus(deps Dependencies) *Bus {
 const PublishHandler = "publish"
 
 // routes says which handlers each event has after the commit that raised it;
-// each is delivered through the event log. The read model is kept in the
-// raising transaction itself (handlers.updateReadModel), so that a caller
-// reads its own writes and the view can never lag behind or reorder.
+// each is delivered through the event log. The allocations view is not one
+// of them: the store projects it in the raising commit itself
+// (AllocationsViewChange), so that a caller reads its own writes and the
+// view can never lag behind or reorder.
 func routes(h handlers) map[string][]eventHandler {
 	publish := eventHandler{name: PublishHandler, handle: h.publishEvent, sendAll: h.publishEvents}
 	return map[string][]eventHandler{
@@ -118,14 +119,21 @@ func routes(h handlers) map[string][]eventHandler {
 	}
 }
 
-// EventHandlers names the handlers of an event; the unit of work records one
-// delivery for each.
-func EventHandlers(eventName string) []string {
-	var names []string
-	for _, eh := range routes(handlers{})[eventName] {
-		names = append(names, eh.name)
+// Routes names the handlers of each event, by event name: a unit of work
+// records one delivery of the event for each. An event with no route is on
+// record only.
+type Routes map[string][]string
+
+// EventRoutes are the routes of the bus's handlers. The composition root
+// hands them to the store when it builds it.
+func EventRoutes() Routes {
+	r := Routes{}
+	for name, hs := range routes(handlers{}) {
+		for _, h := range hs {
+			r[name] = append(r[name], h.name)
+		}
 	}
-	return names
+	return r
 }
 
 // Handle runs cmd and then, right after its commit, every event it leads to,
@@ -218,7 +226,7 @@ func (b *Bus) deliver(ctx context.Context, work Work, d Delivery) ([]Delivery, e
 	if eh == nil {
 		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
 	}
-	more, err := work.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
+	more, err := work.Deliver(ctx, d, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) })
 	b.observer.EventDelivered(d.Handler, err)
 	if errors.Is(err, ErrNotDelivered) {
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)

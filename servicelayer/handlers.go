@@ -20,7 +20,7 @@ func (h handlers) createBatch(ctx context.Context, uow commandUnit, cmd domain.C
 	if err != nil {
 		return Result{}, nil, err
 	}
-	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := uow.Do(ctx, func(tx Tx) error {
 		owner, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -43,7 +43,7 @@ func (h handlers) createBatch(ctx context.Context, uow commandUnit, cmd domain.C
 			}
 		}
 		return product.AddBatch(batch)
-	}))
+	})
 	return Result{}, queued, err
 }
 
@@ -53,10 +53,10 @@ func (h handlers) allocate(ctx context.Context, uow commandUnit, cmd domain.Allo
 		return Result{}, nil, err
 	}
 	var ref string
-	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := uow.Do(ctx, func(tx Tx) error {
 		ref, err = allocate(ctx, tx, line)
 		return err
-	}))
+	})
 	return Result{BatchRef: ref}, queued, err
 }
 
@@ -72,7 +72,7 @@ func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error)
 }
 
 func (h handlers) changeBatchQuantity(ctx context.Context, uow commandUnit, cmd domain.ChangeBatchQuantity) (Result, []Delivery, error) {
-	queued, err := uow.Do(ctx, withReadModel(ctx, func(tx Tx) error {
+	queued, err := uow.Do(ctx, func(tx Tx) error {
 		product, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
 		if err != nil {
 			return err
@@ -81,7 +81,7 @@ func (h handlers) changeBatchQuantity(ctx context.Context, uow commandUnit, cmd 
 			return fmt.Errorf("batch %s: %w", cmd.Ref, domain.ErrUnknownBatch)
 		}
 		return product.ChangeBatchQuantity(cmd.Ref, cmd.Qty)
-	}))
+	})
 	return Result{}, queued, err
 }
 
@@ -95,34 +95,6 @@ func (h handlers) reallocate(ctx context.Context, tx Tx, ev domain.Deallocated, 
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err
-}
-
-// withReadModel runs fn and then brings the allocations view up to date
-// with every event fn raised, in the same transaction.
-func withReadModel(ctx context.Context, fn func(tx Tx) error) func(tx Tx) error {
-	return func(tx Tx) error {
-		if err := fn(tx); err != nil {
-			return err
-		}
-		for _, p := range tx.Products().Seen() {
-			for _, ev := range p.Events() {
-				if err := updateReadModel(ctx, tx, ev); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-}
-
-func updateReadModel(ctx context.Context, tx Tx, ev domain.Event) error {
-	switch e := ev.(type) {
-	case domain.Allocated:
-		return tx.Allocations().Add(ctx, domain.OrderLine{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty}, e.BatchRef)
-	case domain.Deallocated:
-		return tx.Allocations().Remove(ctx, domain.OrderLine{OrderID: e.OrderID, SKU: e.SKU, Qty: e.Qty})
-	}
-	return nil
 }
 
 // publishEvent keeps the event's message id, so that a receiver can

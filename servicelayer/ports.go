@@ -77,7 +77,6 @@ type EventLog interface {
 // Tx is what a handler may touch inside a unit of work.
 type Tx interface {
 	Products() Products
-	Allocations() AllocationsReadModel
 }
 
 // Products is the repository of the Product aggregate. Every product it
@@ -102,13 +101,6 @@ type Products interface {
 	Add(ctx context.Context, p *domain.Product) error
 	// Seen returns every product handed out or added so far, in that order.
 	Seen() []*domain.Product
-}
-
-// AllocationsReadModel keeps the allocations view (the read side) up to date.
-// Both calls are idempotent.
-type AllocationsReadModel interface {
-	Add(ctx context.Context, line domain.OrderLine, batchRef string) error
-	Remove(ctx context.Context, line domain.OrderLine) error
 }
 
 // Allocation is one row of the allocations view.

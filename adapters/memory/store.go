@@ -57,6 +57,7 @@ type Store struct {
 	now      func() time.Time
 	wake     chan struct{}
 	dead     []servicelayer.DeadLetter // dead letters, by id - 1
+	routes   servicelayer.Routes
 }
 
 func NewStore() *Store {
@@ -66,6 +67,7 @@ func NewStore() *Store {
 		policy:   servicelayer.DefaultRetryPolicy(),
 		now:      time.Now,
 		wake:     make(chan struct{}, 1),
+		routes:   servicelayer.EventRoutes(),
 	}
 }
 
@@ -328,7 +330,7 @@ func (s *Store) signal() {
 }
 
 func (s *Store) begin() *tx {
-	return &tx{store: s, seen: map[string]*domain.Product{}, view: slices.Clone(s.view)}
+	return &tx{store: s, seen: map[string]*domain.Product{}}
 }
 
 // commit writes t back, logs the events of the products it saw and returns
@@ -344,7 +346,10 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
 			env := servicelayer.Seal(ctx, ev, s.now())
 			env.LogID = int64(len(s.log) + 1)
 			entry := &logEntry{env: env, deliveries: map[string]*delivery{}}
-			for _, h := range servicelayer.EventHandlers(ev.Name()) {
+			if change, ok := servicelayer.AllocationsViewChange(ev); ok {
+				s.project(change)
+			}
+			for _, h := range s.routes[ev.Name()] {
 				inTurn := !waiting(before, ev.ProductSKU(), h)
 				entry.deliveries[h] = &delivery{next: env.OccurredAt}
 				out = append(out, servicelayer.Delivery{Envelope: env, Handler: h, InTurn: inTurn})
@@ -352,7 +357,6 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
 			s.log = append(s.log, entry)
 		}
 	}
-	s.view = t.view
 	s.commits++
 	return out
 }
@@ -371,11 +375,9 @@ type tx struct {
 	store *Store
 	seen  map[string]*domain.Product
 	order []*domain.Product
-	view  []viewRow
 }
 
-func (t *tx) Products() servicelayer.Products                { return (*repository)(t) }
-func (t *tx) Allocations() servicelayer.AllocationsReadModel { return (*readModel)(t) }
+func (t *tx) Products() servicelayer.Products { return (*repository)(t) }
 
 // repository is the Products port of one unit of work.
 type repository tx
@@ -430,23 +432,20 @@ func (r *repository) Add(_ context.Context, p *domain.Product) error {
 
 func (r *repository) Seen() []*domain.Product { return slices.Clone(r.order) }
 
-// readModel is the allocations view as one unit of work changes it.
-type readModel tx
-
-func (m *readModel) Add(_ context.Context, line domain.OrderLine, batchRef string) error {
-	for i := range m.view {
-		if m.view[i].line == line {
-			m.view[i].batchRef = batchRef
-			return nil
+// project moves a line in the allocations view: a line already there keeps
+// its place.
+func (s *Store) project(change servicelayer.ViewChange) {
+	if change.BatchRef == "" {
+		s.view = slices.DeleteFunc(s.view, func(r viewRow) bool { return r.line == change.Line })
+		return
+	}
+	for i := range s.view {
+		if s.view[i].line == change.Line {
+			s.view[i].batchRef = change.BatchRef
+			return
 		}
 	}
-	m.view = append(m.view, viewRow{line: line, batchRef: batchRef})
-	return nil
-}
-
-func (m *readModel) Remove(_ context.Context, line domain.OrderLine) error {
-	m.view = slices.DeleteFunc(m.view, func(r viewRow) bool { return r.line == line })
-	return nil
+	s.view = append(s.view, viewRow{line: change.Line, batchRef: change.BatchRef})
 }
 
 func record(p *domain.Product) productRecord {

@@ -33,7 +33,8 @@ type Dialect struct {
 // NewStore returns the SQL store on db, which was opened from url; the
 // dialect opens a second small pool and a LISTEN connection from url.
 // Closing the store releases them, not db.
-func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, error) {
+func NewStore(db *sqlx.DB, rawURL string, opts sqlstore.Options) (*sqlstore.Store, error) {
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -59,7 +60,7 @@ func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, er
 		return nil, fmt.Errorf("listen on %s: %w", notifyChannel, err)
 	}
 	go d.forward()
-	return sqlstore.New(db, d, log), nil
+	return sqlstore.New(db, d, opts), nil
 }
 
 func (d *Dialect) forward() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -26,10 +25,10 @@ type Dialect struct {
 	wake  chan struct{}
 }
 
-// NewStore returns the SQL store on db, opened with Open; log may be nil.
-// Closing the store does not close db.
-func NewStore(db *sqlx.DB, log *slog.Logger) *sqlstore.Store {
-	return sqlstore.New(db, newDialect(db), log)
+// NewStore returns the SQL store on db, opened with Open. Closing the store
+// does not close db.
+func NewStore(db *sqlx.DB, opts sqlstore.Options) *sqlstore.Store {
+	return sqlstore.New(db, newDialect(db), opts)
 }
 
 func newDialect(db *sqlx.DB) *Dialect {

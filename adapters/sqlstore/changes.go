@@ -167,42 +167,12 @@ func (c *Changes) changesState() bool {
 }
 
 // changes works out what the session writes: every product it saw, against
-// the snapshot it was loaded from, the view changes, and the events raised,
-// sealed with the cause ctx carries.
+// the snapshot it was loaded from; the events raised, sealed with the cause
+// ctx carries; and the allocations view as those events move it.
 func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) {
 	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace)}
 	for _, p := range s.seen {
-		snap, stored := s.snapshots[p.SKU()]
-		switch {
-		case !stored:
-			c.NewProducts = append(c.NewProducts, ProductVersion{SKU: p.SKU(), Version: p.Version()})
-		case p.Version() != snap.version:
-			c.Bumped = append(c.Bumped, VersionBump{SKU: p.SKU(), From: snap.version, To: p.Version()})
-		default:
-			if s.cached[p.SKU()] {
-				c.Unchanged = append(c.Unchanged, ProductVersion{SKU: p.SKU(), Version: snap.version})
-			}
-			continue // the domain moves the version with every change
-		}
-		for _, b := range p.Batches() {
-			old, ok := snap.batches[b.Ref()]
-			switch {
-			case !ok:
-				c.NewBatches = append(c.NewBatches, NewBatch{Ref: b.Ref(), SKU: b.SKU(), Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty(), ETA: b.ETA()})
-			case old.purchased != b.PurchasedQty() || old.allocated != b.AllocatedQty():
-				c.ChangedBatches = append(c.ChangedBatches, BatchChange{ID: old.id, Purchased: b.PurchasedQty(), AllocatedDelta: b.AllocatedQty() - old.allocated})
-			}
-			for _, l := range old.lines {
-				if !b.Has(l) {
-					c.RemovedLines = append(c.RemovedLines, l)
-				}
-			}
-			for _, l := range b.Lines() {
-				if !slices.Contains(old.lines, l) {
-					c.AddedLines = append(c.AddedLines, PlacedLine{BatchID: old.id, BatchRef: b.Ref(), Line: l})
-				}
-			}
-		}
+		s.productChanges(c, p)
 	}
 	// A line the unit of work allocates is refused by the allocations key
 	// should it be there already; the others are checked.
@@ -211,31 +181,74 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 			c.Unseen = append(c.Unseen, l)
 		}
 	}
-	for _, line := range s.view.order {
-		if ch := s.view.last[line]; ch.present {
-			c.ViewPut = append(c.ViewPut, ViewRow{Line: line, BatchRef: ch.batchRef})
-		} else {
-			c.ViewRemoved = append(c.ViewRemoved, line)
-		}
-	}
+	var view viewChanges
 	for _, p := range s.seen {
 		events := p.PullEvents()
 		if len(events) > 0 {
 			c.Delivered = append(c.Delivered, s.store.marks.of(p.SKU())...)
 		}
 		for _, ev := range events {
-			payload, orderID, batchRef, err := encodeEvent(ev)
+			logged, err := s.store.logged(ctx, ev, now)
 			if err != nil {
 				return nil, err
 			}
-			c.Events = append(c.Events, LoggedEvent{
-				Envelope: servicelayer.Seal(ctx, ev, now),
-				Payload:  string(payload),
-				OrderID:  orderID,
-				BatchRef: batchRef,
-				Handlers: servicelayer.EventHandlers(ev.Name()),
-			})
+			c.Events = append(c.Events, logged)
+			if change, ok := servicelayer.AllocationsViewChange(ev); ok {
+				view.set(change.Line, change.BatchRef)
+			}
 		}
 	}
+	c.ViewPut, c.ViewRemoved = view.rows()
 	return c, nil
+}
+
+// productChanges adds what p changed since it was loaded.
+func (s *session) productChanges(c *Changes, p *domain.Product) {
+	snap, stored := s.snapshots[p.SKU()]
+	switch {
+	case !stored:
+		c.NewProducts = append(c.NewProducts, ProductVersion{SKU: p.SKU(), Version: p.Version()})
+	case p.Version() != snap.version:
+		c.Bumped = append(c.Bumped, VersionBump{SKU: p.SKU(), From: snap.version, To: p.Version()})
+	default:
+		if s.cached[p.SKU()] {
+			c.Unchanged = append(c.Unchanged, ProductVersion{SKU: p.SKU(), Version: snap.version})
+		}
+		return // the domain moves the version with every change
+	}
+	for _, b := range p.Batches() {
+		old, ok := snap.batches[b.Ref()]
+		switch {
+		case !ok:
+			c.NewBatches = append(c.NewBatches, NewBatch{Ref: b.Ref(), SKU: b.SKU(), Purchased: b.PurchasedQty(), Allocated: b.AllocatedQty(), ETA: b.ETA()})
+		case old.purchased != b.PurchasedQty() || old.allocated != b.AllocatedQty():
+			c.ChangedBatches = append(c.ChangedBatches, BatchChange{ID: old.id, Purchased: b.PurchasedQty(), AllocatedDelta: b.AllocatedQty() - old.allocated})
+		}
+		for _, l := range old.lines {
+			if !b.Has(l) {
+				c.RemovedLines = append(c.RemovedLines, l)
+			}
+		}
+		for _, l := range b.Lines() {
+			if !slices.Contains(old.lines, l) {
+				c.AddedLines = append(c.AddedLines, PlacedLine{BatchID: old.id, BatchRef: b.Ref(), Line: l})
+			}
+		}
+	}
+}
+
+// logged is ev as the event log keeps it, with a delivery for each of its
+// handlers.
+func (s *Store) logged(ctx context.Context, ev domain.Event, now time.Time) (LoggedEvent, error) {
+	payload, orderID, batchRef, err := encodeEvent(ev)
+	if err != nil {
+		return LoggedEvent{}, err
+	}
+	return LoggedEvent{
+		Envelope: servicelayer.Seal(ctx, ev, now),
+		Payload:  string(payload),
+		OrderID:  orderID,
+		BatchRef: batchRef,
+		Handlers: s.routes[ev.Name()],
+	}, nil
 }

@@ -1,26 +1,6 @@
 package sqlstore
 
-import (
-	"context"
-
-	"allocation/domain"
-)
-
-// readModel collects the allocations view changes of one session; they are
-// written with the rest of its changes.
-type readModel session
-
-// Add records that line is in batchRef; a redelivery rewrites the same row.
-func (m *readModel) Add(_ context.Context, line domain.OrderLine, batchRef string) error {
-	m.view.set(line, batchRef, true)
-	return nil
-}
-
-// Remove forgets line; removing it twice is harmless.
-func (m *readModel) Remove(_ context.Context, line domain.OrderLine) error {
-	m.view.set(line, "", false)
-	return nil
-}
+import "allocation/domain"
 
 // viewChanges keeps the last change asked for each line, in the order the
 // lines were first touched: one write per line, whatever happened to it.
@@ -34,12 +14,26 @@ type viewChange struct {
 	present  bool
 }
 
-func (v *viewChanges) set(line domain.OrderLine, batchRef string, present bool) {
+// set records that line is in batchRef now, or out of the view when
+// batchRef is "".
+func (v *viewChanges) set(line domain.OrderLine, batchRef string) {
 	if v.last == nil {
 		v.last = map[domain.OrderLine]viewChange{}
 	}
 	if _, ok := v.last[line]; !ok {
 		v.order = append(v.order, line)
 	}
-	v.last[line] = viewChange{batchRef: batchRef, present: present}
+	v.last[line] = viewChange{batchRef: batchRef, present: batchRef != ""}
+}
+
+// rows are the rows to write and the lines to remove.
+func (v *viewChanges) rows() (put []ViewRow, removed []domain.OrderLine) {
+	for _, line := range v.order {
+		if ch := v.last[line]; ch.present {
+			put = append(put, ViewRow{Line: line, BatchRef: ch.batchRef})
+		} else {
+			removed = append(removed, line)
+		}
+	}
+	return put, removed
 }

@@ -29,7 +29,7 @@ func (s *Store) ClaimRun(ctx context.Context, head servicelayer.Delivery, limit 
 		return nil, servicelayer.ErrNotDelivered // done, or not first in line
 	}
 	now := time.Now().UTC()
-	until := now.Add(claimLease)
+	until := now.Add(s.claimLease)
 	var claimed []int64
 	if err := s.db.SelectContext(ctx, &claimed, s.queries.claimRange, until, until, now, sku, head.Handler,
 		open[0], open[len(open)-1], now); err != nil {

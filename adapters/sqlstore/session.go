@@ -17,7 +17,6 @@ type session struct {
 	store     *Store
 	seen      []*domain.Product
 	snapshots map[string]productSnapshot
-	view      viewChanges
 	// work is the piece of work the session belongs to: it keeps the
 	// product locks.
 	work *Work
@@ -55,8 +54,7 @@ func (s *session) forget() {
 	}
 }
 
-func (s *session) Products() servicelayer.Products                { return (*repository)(s) }
-func (s *session) Allocations() servicelayer.AllocationsReadModel { return (*readModel)(s) }
+func (s *session) Products() servicelayer.Products { return (*repository)(s) }
 
 // productSnapshot is a product as it was loaded, so that saving writes only
 // what changed.

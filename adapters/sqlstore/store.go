@@ -35,11 +35,6 @@ var ErrConflict = errors.New("concurrent update")
 // takes it: it only matters when that process died in between.
 const FirstAttemptGrace = 2 * time.Second
 
-// claimLease is how long a dispatcher keeps a delivery it took before
-// another may take it, presuming the first died: longer than the
-// dispatcher lets a delivery run.
-const claimLease = servicelayer.DeliveryTimeout + time.Second
-
 // Dialect is what differs between the databases the store runs on.
 type Dialect interface {
 	// BindType is the placeholder style of the driver (sqlx.DOLLAR, ...).
@@ -81,13 +76,17 @@ type Store struct {
 	log     *slog.Logger
 	policy  servicelayer.RetryPolicy
 	// retry bounds how long a conflicting unit of work keeps being retried.
-	retry   func() backoff.BackOff
-	locks   productLocks
-	owners  *bounded[string, string] // batch ref -> sku
-	cache   productCache
-	marks   marks
-	writes  *committer
-	queries queries
+	retry func() backoff.BackOff
+	// routes names the handlers of each event; claimLease is how long a
+	// dispatcher's claim on a delivery lasts (Options).
+	routes     servicelayer.Routes
+	claimLease time.Duration
+	locks      productLocks
+	owners     *bounded[string, string] // batch ref -> sku
+	cache      productCache
+	marks      marks
+	writes     *committer
+	queries    queries
 	// deadLetters gathers concurrent dead letters into one write.
 	deadLetters deadLetterQueue
 	dlQueries   deadLetterQueries
@@ -97,8 +96,22 @@ type Store struct {
 	stmts     *Statements
 }
 
-// New returns a store on db that writes through dialect; log may be nil.
-func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
+// Options are what a store is built with.
+type Options struct {
+	// Log is slog.Default() when nil.
+	Log *slog.Logger
+	// Routes names the handlers of each event: a unit of work queues one
+	// delivery of the event for each.
+	Routes servicelayer.Routes
+	// ClaimLease is how long a dispatcher keeps a delivery it took before
+	// another may take it, presuming the first died: longer than the
+	// dispatcher lets a delivery run.
+	ClaimLease time.Duration
+}
+
+// New returns a store on db that writes through dialect.
+func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
+	log := opts.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -114,12 +127,14 @@ func New(db *sqlx.DB, dialect Dialect, log *slog.Logger) *Store {
 			bo.MaxElapsedTime = 10 * time.Second
 			return bo
 		},
-		locks:     productLocks{locks: map[string]*productLock{}},
-		owners:    newBounded[string, string](MaxCachedOwners),
-		cache:     productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
-		queries:   rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
-		dlQueries: rebindDeadLetterQueries(dialect.BindType()),
-		stmts:     NewStatements(db, dialect.Classify),
+		routes:     opts.Routes,
+		claimLease: opts.ClaimLease,
+		locks:      productLocks{locks: map[string]*productLock{}},
+		owners:     newBounded[string, string](MaxCachedOwners),
+		cache:      productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
+		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
+		dlQueries:  rebindDeadLetterQueries(dialect.BindType()),
+		stmts:      NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s
 	s.writes = startCommitter(dialect)

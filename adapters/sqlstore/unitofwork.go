@@ -179,7 +179,7 @@ func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error)
 		return 0, err
 	}
 	now := time.Now().UTC()
-	until := now.Add(claimLease)
+	until := now.Add(s.claimLease)
 	rows, err := st.QueryContext(ctx, until, until, now, d.LogID, d.Handler, now)
 	if err != nil {
 		return 0, s.dialect.Classify(fmt.Errorf("claim delivery %d/%s: %w", d.LogID, d.Handler, err))

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -64,7 +65,7 @@ func freshPG(t testing.TB) testDB {
 	if err := postgres.Migrate(ctx, db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	store, err := postgres.NewStore(db, url, slog.Default())
+	store, err := postgres.NewStore(db, url, storeOptions())
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
@@ -80,7 +81,7 @@ func freshSQLite(t testing.TB) testDB {
 	if err := sqlite.Migrate(context.Background(), db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	store := sqlite.NewStore(db, slog.Default())
+	store := sqlite.NewStore(db, storeOptions())
 	t.Cleanup(func() { store.Close() })
 	return testDB{DB: db, store: store}
 }
@@ -135,4 +136,9 @@ func busOn(t testing.TB, open opener) (*servicelayer.Bus, testDB) {
 func postgresBus(t testing.TB) (*servicelayer.Bus, testDB) {
 	t.Helper()
 	return busOn(t, freshPG)
+}
+
+// storeOptions builds a store for the bus's handlers, as the service does.
+func storeOptions() sqlstore.Options {
+	return sqlstore.Options{Log: slog.Default(), Routes: servicelayer.EventRoutes(), ClaimLease: servicelayer.DeliveryTimeout + time.Second}
 }

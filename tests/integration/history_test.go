@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -26,10 +25,10 @@ import (
 func reopen(t *testing.T, db testDB) testDB {
 	t.Helper()
 	if db.url == "" {
-		db.store = sqlite.NewStore(db.DB, slog.Default())
+		db.store = sqlite.NewStore(db.DB, storeOptions())
 	} else {
 		var err error
-		if db.store, err = postgres.NewStore(db.DB, db.url, slog.Default()); err != nil {
+		if db.store, err = postgres.NewStore(db.DB, db.url, storeOptions()); err != nil {
 			t.Fatal(err)
 		}
 	}

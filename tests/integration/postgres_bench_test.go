@@ -20,7 +20,7 @@ func TestPostgresGetForLineLoadsOnlyTheLineAtHand(t *testing.T) {
 		handleAll(t, bus, domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: "LEAN", Qty: 2})
 	}
 	// Another process: it has nothing cached and reads the product.
-	uow, err := postgres.NewStore(db.DB, db.url, nil)
+	uow, err := postgres.NewStore(db.DB, db.url, storeOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -31,7 +30,7 @@ func TestSQLiteKeepsTheDataAcrossARestart(t *testing.T) {
 		if err := sqlite.Migrate(ctx, db); err != nil {
 			t.Fatalf("migrate: %v", err)
 		}
-		store := sqlite.NewStore(db, slog.Default())
+		store := sqlite.NewStore(db, storeOptions())
 		t.Cleanup(func() { store.Close() })
 		handleAll(t, servicelayer.NewBus(servicelayer.Dependencies{UoW: store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}}), cmds...)
 		return store

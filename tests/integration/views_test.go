@@ -59,27 +59,41 @@ func TestDeallocationMovesTheViewToTheNewBatch(t *testing.T) {
 	})
 }
 
-func TestViewUpdatesAreIdempotent(t *testing.T) {
+// The store projects the view from the events of the unit of work, in the
+// same commit: a unit of work that allocates straight through the repository
+// is in the view, with no handler asking for it, and one that fails is not.
+func TestTheStoreProjectsTheViewInTheSameCommit(t *testing.T) {
 	onEveryEngine(t, func(t *testing.T, open opener) {
-		db := open(t)
-		uow := db.store
+		bus, db := busOn(t, open)
+		handleAll(t, bus, domain.CreateBatch{Ref: "b1", SKU: "s", Qty: 10})
 		ctx := context.Background()
-		line := domain.OrderLine{OrderID: "o1", SKU: "s", Qty: 1}
-		for _, step := range []func(servicelayer.Tx) error{
-			func(tx servicelayer.Tx) error { return tx.Allocations().Add(ctx, line, "b1") },
-			func(tx servicelayer.Tx) error { return tx.Allocations().Add(ctx, line, "b1") },
-			func(tx servicelayer.Tx) error { return tx.Allocations().Remove(ctx, line) },
-			func(tx servicelayer.Tx) error { return tx.Allocations().Remove(ctx, line) },
-			func(tx servicelayer.Tx) error { return tx.Allocations().Add(ctx, line, "b2") },
-			func(tx servicelayer.Tx) error { return tx.Allocations().Add(ctx, line, "b2") },
-		} {
-			if _, err := uow.Do(ctx, step); err != nil {
-				t.Fatal(err)
-			}
+		allocate := func(orderID string, fail error) error {
+			_, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
+				line := domain.OrderLine{OrderID: orderID, SKU: "s", Qty: 1}
+				p, err := tx.Products().GetForLine(ctx, line)
+				if err != nil {
+					return err
+				}
+				if _, err := p.Allocate(line); err != nil {
+					return err
+				}
+				return fail
+			})
+			return err
+		}
+		boom := errors.New("boom")
+		if err := allocate("o1", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := allocate("o2", boom); !errors.Is(err, boom) {
+			t.Fatalf("got %v, want boom", err)
 		}
 		got, _ := db.store.Allocations(ctx, "o1")
-		if want := []servicelayer.Allocation{{SKU: "s", BatchRef: "b2"}}; !slices.Equal(got, want) {
-			t.Fatalf("got %v, want %v", got, want)
+		if want := []servicelayer.Allocation{{SKU: "s", BatchRef: "b1"}}; !slices.Equal(got, want) {
+			t.Fatalf("o1: got %v, want %v", got, want)
+		}
+		if got, _ := db.store.Allocations(ctx, "o2"); len(got) != 0 {
+			t.Fatalf("o2 failed, yet the view holds %v", got)
 		}
 	})
 }
