@@ -78,16 +78,17 @@ func (b *Batch) CanAllocate(l OrderLine) bool {
 	return b.sku == l.SKU && l.Qty > 0 && b.AvailableQty() >= l.Qty
 }
 
-// Allocate adds the line if it fits and is not there yet.
-func (b *Batch) Allocate(l OrderLine) {
+// allocate adds the line if it fits and is not there yet. Only the product
+// calls it, so that every change moves the product's version.
+func (b *Batch) allocate(l OrderLine) {
 	if b.CanAllocate(l) && !b.Has(l) {
 		b.lines = append(b.lines, l)
 		b.allocated += l.Qty
 	}
 }
 
-// Deallocate removes the line if it is allocated here.
-func (b *Batch) Deallocate(l OrderLine) {
+// deallocate removes the line if it is allocated here.
+func (b *Batch) deallocate(l OrderLine) {
 	if i := slices.Index(b.lines, l); i >= 0 {
 		b.lines = slices.Delete(b.lines, i, i+1)
 		b.allocated -= l.Qty

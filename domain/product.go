@@ -88,7 +88,7 @@ func (p *Product) Allocate(l OrderLine) (string, error) {
 	}
 	for _, b := range p.inAllocationOrder() {
 		if b.CanAllocate(l) {
-			b.Allocate(l)
+			b.allocate(l)
 			p.version++
 			p.events = append(p.events, Allocated{OrderID: l.OrderID, SKU: l.SKU, Qty: l.Qty, BatchRef: b.ref})
 			return b.ref, nil
