@@ -290,8 +290,14 @@ func (u *upgradeRun) checkInboxRemembers() {
 	u.sendChange(u.new, 1)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		for _, line := range strings.Split(u.new.logs.String(), "\n") {
-			if strings.Contains(line, "duplicate message skipped") && strings.Contains(line, `"message_id":"`+u.changeID+`"`) {
+			if !strings.Contains(line, `"message_id":"`+u.changeID+`"`) {
+				continue
+			}
+			if strings.Contains(line, "duplicate message skipped") {
 				return nil
+			}
+			if strings.Contains(line, "message handled") {
+				t.Fatalf("the repeated message %s was applied again: the inbox forgot it across the upgrade", u.changeID)
 			}
 		}
 		return fmt.Errorf("no log line says the repeated message %s was skipped", u.changeID)
