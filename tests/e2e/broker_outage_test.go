@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	_ "github.com/lib/pq"
 	goredis "github.com/redis/go-redis/v9"
+	_ "modernc.org/sqlite" // the driver the SQLite adapter uses
 
 	"allocation/tests/testenv"
 )
@@ -112,18 +114,32 @@ func (r *outageRun) awaitPublishedInOrder(rc *goredis.Client, within time.Durati
 }
 
 // deliveriesLeft counts the deliveries not done, and those parked as dead.
-func deliveriesLeft(t *testing.T, dbURL string) (open, dead int) {
-	t.Helper()
-	db, err := sql.Open("postgres", dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+func (s *service) deliveriesLeft() (open, dead int) {
+	s.t.Helper()
+	db := s.database()
 	defer db.Close()
-	err = db.QueryRow(`SELECT count(*) FILTER (WHERE status <> 'done'), count(*) FILTER (WHERE status = 'dead') FROM event_deliveries`).Scan(&open, &dead)
+	err := db.QueryRow(`SELECT count(*) FILTER (WHERE status <> 'done'), count(*) FILTER (WHERE status = 'dead') FROM event_deliveries`).Scan(&open, &dead)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	return open, dead
+}
+
+// database opens the service's store: its PostgreSQL database, or its
+// SQLite file when it has none.
+func (s *service) database() *sql.DB {
+	s.t.Helper()
+	driver, dsn := "postgres", s.dbURL
+	if dsn == "" {
+		// A busy timeout, as the service sets one: a test reading the
+		// file while it runs waits for its writes instead of failing.
+		driver, dsn = "sqlite", filepath.Join(s.dataDir, "allocation.db")+"?_pragma=busy_timeout(5000)"
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		s.t.Fatalf("open the store: %v", err)
+	}
+	return db
 }
 
 // startWithOwnRedis starts a service on a redis-server of the test's own,
@@ -153,7 +169,7 @@ func TestARedisOutageParksNothingAndKeepsEachProductsOrder(t *testing.T) {
 		run.allocate()
 		time.Sleep(50 * time.Millisecond) // a steady trickle of orders through the outage
 	}
-	if _, dead := deliveriesLeft(t, s.dbURL); dead != 0 {
+	if _, dead := s.deliveriesLeft(); dead != 0 {
 		t.Fatalf("%d deliveries parked during a %s outage", dead, outage)
 	}
 	rs.Start()
@@ -163,7 +179,7 @@ func TestARedisOutageParksNothingAndKeepsEachProductsOrder(t *testing.T) {
 		t.Fatalf("publishing the backlog took %s after Redis returned", took)
 	}
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if open, dead := deliveriesLeft(t, s.dbURL); open != 0 || dead != 0 {
+		if open, dead := s.deliveriesLeft(); open != 0 || dead != 0 {
 			return fmt.Errorf("%d deliveries not done, %d dead", open, dead)
 		}
 		return nil

@@ -98,6 +98,9 @@ func TestEmbeddedModeRunsTheBooksScenarioAndKeepsTheDataAcrossARestart(t *testin
 func (s *service) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+s.dbURL, "REDIS_URL="+s.redisURL, "REDIS_PREFIX="+s.prefix)
+	if s.dataDir != "" {
+		cmd.Env = append(cmd.Env, "DATA_DIR="+s.dataDir)
+	}
 	cmd.Env = append(cmd.Env, s.env...)
 	return cmd
 }

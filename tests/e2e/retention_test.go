@@ -15,12 +15,22 @@ import (
 
 // historyPage is the answer of GET /events.
 type historyPage struct {
-	Events []struct {
-		ID         int64     `json:"id"`
-		Type       string    `json:"type"`
-		OccurredAt time.Time `json:"occurred_at"`
-	} `json:"events"`
-	Next *string `json:"next"`
+	Events []historyEvent `json:"events"`
+	Next   *string        `json:"next"`
+}
+
+// historyEvent is an event of GET /events and GET
+// /allocations/{orderid}/history.
+type historyEvent struct {
+	ID            int64     `json:"id"`
+	Type          string    `json:"type"`
+	OrderID       string    `json:"orderid"`
+	BatchRef      string    `json:"batchref"`
+	Qty           *int      `json:"qty"`
+	MessageID     string    `json:"message_id"`
+	OccurredAt    time.Time `json:"occurred_at"`
+	CausationID   string    `json:"causation_id"`
+	CorrelationID string    `json:"correlation_id"`
 }
 
 func (s *service) events(query string) historyPage {

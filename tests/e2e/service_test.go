@@ -50,6 +50,8 @@ type service struct {
 	prefix   string
 	redisURL string
 	dbURL    string
+	dataDir  string // the SQLite file's directory, when dbURL is empty
+	bin      string // the binary to run; empty: the one TestMain built
 	redis    *goredis.Client
 	env      []string // extra environment
 	cmd      *exec.Cmd
@@ -94,10 +96,11 @@ func newEmbeddedService(t *testing.T, dataDir string) *service {
 	rc := goredis.NewClient(&goredis.Options{Addr: redisAddr})
 	t.Cleanup(func() { _ = rc.Close() })
 	s := &service{
-		t:     t,
-		redis: rc,
-		env:   []string{"DATA_DIR=" + dataDir, "EMBEDDED_REDIS_ADDR=" + redisAddr},
-		logs:  &syncBuffer{},
+		t:       t,
+		redis:   rc,
+		dataDir: dataDir,
+		env:     []string{"EMBEDDED_REDIS_ADDR=" + redisAddr},
+		logs:    &syncBuffer{},
 	}
 	s.stopAtEnd()
 	return s
@@ -118,7 +121,7 @@ func (s *service) stopAtEnd() {
 
 // replica prepares another process on the same database and prefix.
 func (s *service) replica(env ...string) *service {
-	r := &service{t: s.t, prefix: s.prefix, redisURL: s.redisURL, dbURL: s.dbURL, redis: s.redis, env: env, logs: &syncBuffer{}}
+	r := &service{t: s.t, prefix: s.prefix, redisURL: s.redisURL, dbURL: s.dbURL, dataDir: s.dataDir, redis: s.redis, env: env, logs: &syncBuffer{}}
 	s.t.Cleanup(func() {
 		if r.cmd != nil {
 			r.stop()
@@ -137,7 +140,11 @@ func (s *service) start() {
 	addr := freeAddr(t)
 	s.url = "http://" + addr
 	s.exited = make(chan error, 1)
-	s.cmd = exec.Command(binary, "serve")
+	bin := s.bin
+	if bin == "" {
+		bin = binary
+	}
+	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+s.dbURL,
 		"REDIS_URL="+s.redisURL,
@@ -146,10 +153,13 @@ func (s *service) start() {
 		"SMTP_ADDR=",
 		"LOG_LEVEL=debug",
 	)
+	if s.dataDir != "" {
+		s.cmd.Env = append(s.cmd.Env, "DATA_DIR="+s.dataDir)
+	}
 	s.cmd.Env = append(s.cmd.Env, s.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", binary, err)
+		t.Fatalf("start %s: %v", bin, err)
 	}
 	go func(cmd *exec.Cmd, exited chan error) { exited <- cmd.Wait() }(s.cmd, s.exited)
 

@@ -20,20 +20,33 @@ func (s *service) appendToStream(pipe goredis.Pipeliner, stream string, body map
 
 // announcements reads the whole outbound stream: order id -> how often.
 func (s *service) announcements() (map[string]int, error) {
-	entries, err := s.redis.XRange(context.Background(), s.prefix+"line_allocated", "-", "+").Result()
+	entries, err := s.lineAllocatedEntries()
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]int{}
+	for _, e := range entries {
+		seen[e.OrderID]++
+	}
+	return seen, nil
+}
+
+// lineAllocatedEntries reads the whole outbound stream, oldest first.
+func (s *service) lineAllocatedEntries() ([]lineAllocated, error) {
+	entries, err := s.redis.XRange(context.Background(), s.prefix+"line_allocated", "-", "+").Result()
+	if err != nil {
+		return nil, err
+	}
+	bodies := make([]lineAllocated, 0, len(entries))
 	for _, e := range entries {
 		var body lineAllocated
 		raw, _ := e.Values["data"].(string)
 		if err := json.Unmarshal([]byte(raw), &body); err != nil {
 			return nil, fmt.Errorf("entry %s: %w", e.ID, err)
 		}
-		seen[body.OrderID]++
+		bodies = append(bodies, body)
 	}
-	return seen, nil
+	return bodies, nil
 }
 
 // Messages sent while no consumer runs: the stream keeps them for the next
