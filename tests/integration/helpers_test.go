@@ -70,7 +70,7 @@ func freshPG(t testing.TB) testDB {
 		t.Fatalf("store: %v", err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return testDB{DB: db, url: url, store: store}
+	return remember(testDB{DB: db, url: url, store: store})
 }
 
 // freshSQLite opens a new, migrated database file in the test's temporary
@@ -83,7 +83,7 @@ func freshSQLite(t testing.TB) testDB {
 	}
 	store := sqlite.NewStore(db, storeOptions())
 	t.Cleanup(func() { store.Close() })
-	return testDB{DB: db, store: store}
+	return remember(testDB{DB: db, store: store})
 }
 
 // openSQLite opens the database file at path, closed when the test ends.
@@ -141,4 +141,23 @@ func postgresBus(t testing.TB) (*servicelayer.Bus, testDB) {
 // storeOptions builds a store for the bus's handlers, as the service does.
 func storeOptions() sqlstore.Options {
 	return sqlstore.Options{Log: slog.Default(), Routes: servicelayer.EventRoutes(), ClaimLease: servicelayer.DeliveryTimeout + time.Second}
+}
+
+// opened maps each store the helpers opened to its database, for tests that
+// open a second store on it.
+var opened sync.Map
+
+func remember(db testDB) testDB {
+	opened.Store(db.store, db)
+	return db
+}
+
+// openedOn returns the database the helpers opened store on.
+func openedOn(t *testing.T, store any) testDB {
+	t.Helper()
+	db, ok := opened.Load(store)
+	if !ok {
+		t.Fatalf("%T was not opened by freshPG or freshSQLite", store)
+	}
+	return db.(testDB)
 }

@@ -9,37 +9,6 @@ import (
 	"allocation/domain"
 )
 
-// owners is the consumer's port: which product a batch belongs to.
-type owners interface {
-	ProductOfBatch(ctx context.Context, ref string) (sku string, found bool, err error)
-}
-
-// Both stores answer the consumer's question the same way.
-func TestContractOfProductOfBatch(t *testing.T) {
-	ctx := context.Background()
-	for name, open := range stores(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			owners, ok := s.(owners)
-			if !ok {
-				t.Fatalf("%T does not say which product a batch belongs to", s)
-			}
-			if sku, found, err := owners.ProductOfBatch(ctx, "b1"); found || err != nil {
-				t.Fatalf("unknown batch: %q, %v, %v; want not found", sku, found, err)
-			}
-			// Not found is not remembered: the batch may come any moment.
-			addStock(t, s, "LAMP", "b1", 10, today())
-			addStock(t, s, "DESK", "d1", 10, today())
-			for ref, want := range map[string]string{"b1": "LAMP", "d1": "DESK"} {
-				if sku, found, err := owners.ProductOfBatch(ctx, ref); sku != want || !found || err != nil {
-					t.Errorf("batch %s: %q, %v, %v; want %s", ref, sku, found, err, want)
-				}
-			}
-		})
-	}
-}
-
 // A batch never changes product, so PostgreSQL is asked once per batch: the
 // answer stands even when the database can no longer give it.
 func TestPostgresProductOfBatchIsRememberedOnceFound(t *testing.T) {
