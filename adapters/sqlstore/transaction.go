@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -28,47 +29,103 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bin
 	if err != nil {
 		return nil, false, fmt.Errorf("begin transaction: %w", err)
 	}
-	w := writer{tx: tx, stmts: stmts, bind: bind, ctx: ctx}
+	w := &writer{tx: tx, stmts: stmts, bind: bind, ctx: ctx}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback() // the error that matters is the one that made us roll back
 		}
 		w.prepareMissed()
 	}()
-	for _, id := range c.InboxIDs {
-		if w.exec(`INSERT INTO inbox (message_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, c.Now) == 0 && w.err == nil {
-			return nil, false, fmt.Errorf("message %s: %w", id, servicelayer.ErrDuplicateMessage)
+	// The checks first: each refuses the whole write.
+	for _, check := range []func(*writer, *Changes) error{checkInbox, completeDeliveries, insertProducts, checkUnchanged, checkLinesNotLoaded, bumpVersions} {
+		if err := check(w, c); err != nil {
+			return nil, false, err
 		}
 	}
+	wake = w.wake
+	writeBatchesAndLines(w, c)
+	writeView(w, c)
+	queued = logEvents(w, c)
+	if w.err != nil {
+		return nil, false, w.err
+	}
+	if err = tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("commit: %w", err)
+	}
+	return queued, wake, nil
+}
+
+// checkInbox records the inbound message ids; one seen before refuses the
+// write.
+func checkInbox(w *writer, c *Changes) error {
+	for _, id := range c.InboxIDs {
+		if w.exec(`INSERT INTO inbox (message_id, processed_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, c.Now) == 0 && w.err == nil {
+			return fmt.Errorf("message %s: %w", id, servicelayer.ErrDuplicateMessage)
+		}
+	}
+	return w.err
+}
+
+// completeDeliveries marks the deliveries the unit of work completes done;
+// one no longer pending refuses the write. Later deliveries waiting for one
+// of them wake the dispatchers.
+func completeDeliveries(w *writer, c *Changes) error {
 	for _, d := range c.Done {
 		if w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
 			WHERE event_id = ? AND handler = ? AND status = 'pending'`, c.Now, d.EventID, d.Handler) == 0 && w.err == nil {
-			return nil, false, servicelayer.ErrNotDelivered
+			return servicelayer.ErrNotDelivered
 		}
-		wake = w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
-			AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
-			d.EventID, d.Handler, d.EventID, d.Handler) || wake
+		w.wake = w.followersWait(d) || w.wake
 	}
+	return w.err
+}
+
+// insertProducts inserts new products; one created meanwhile is a
+// conflict.
+func insertProducts(w *writer, c *Changes) error {
 	for _, p := range c.NewProducts {
 		if w.exec(`INSERT INTO products (sku, version_number) VALUES (?, ?) ON CONFLICT DO NOTHING`, p.SKU, p.Version) == 0 && w.err == nil {
-			return nil, false, fmt.Errorf("product %s created concurrently: %w", p.SKU, ErrConflict)
+			return fmt.Errorf("product %s created concurrently: %w", p.SKU, ErrConflict)
 		}
 	}
+	return w.err
+}
+
+// checkUnchanged checks that products decided on from a cached copy, and
+// not changed, are still at that version.
+func checkUnchanged(w *writer, c *Changes) error {
 	for _, p := range c.Unchanged {
 		if !w.exists(`SELECT 1 FROM products WHERE sku = ? AND version_number = ?`, p.SKU, p.Version) && w.err == nil {
-			return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.Version, p.SKU, ErrConflict)
+			return fmt.Errorf("version %d of %s changed underneath: %w", p.Version, p.SKU, ErrConflict)
 		}
 	}
+	return w.err
+}
+
+// checkLinesNotLoaded checks that lines decided on from a cached product
+// were not allocated before.
+func checkLinesNotLoaded(w *writer, c *Changes) error {
 	for _, l := range c.Unseen {
 		if w.exists(`SELECT 1 FROM allocations WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty) {
-			return nil, false, fmt.Errorf("line %s/%s was allocated already: %w", l.OrderID, l.SKU, ErrConflict)
+			return fmt.Errorf("line %s/%s was allocated already: %w", l.OrderID, l.SKU, ErrConflict)
 		}
 	}
+	return w.err
+}
+
+// bumpVersions moves each changed product to its next version; one that
+// moved on since it was read is a conflict.
+func bumpVersions(w *writer, c *Changes) error {
 	for _, p := range c.Bumped {
 		if w.exec(`UPDATE products SET version_number = ? WHERE sku = ? AND version_number = ?`, p.To, p.SKU, p.From) == 0 && w.err == nil {
-			return nil, false, fmt.Errorf("version %d of %s changed underneath: %w", p.From, p.SKU, ErrConflict)
+			return fmt.Errorf("version %d of %s changed underneath: %w", p.From, p.SKU, ErrConflict)
 		}
 	}
+	return w.err
+}
+
+// writeBatchesAndLines writes the batches and their allocated lines.
+func writeBatchesAndLines(w *writer, c *Changes) {
 	batchIDs := map[string]int64{}
 	for _, b := range c.NewBatches {
 		var eta any
@@ -91,6 +148,10 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bin
 		}
 		w.exec(`INSERT INTO allocations (batch_id, orderid, sku, qty) VALUES (?, ?, ?, ?)`, id, l.Line.OrderID, l.Line.SKU, l.Line.Qty)
 	}
+}
+
+// writeView writes the allocations view as the events moved it.
+func writeView(w *writer, c *Changes) {
 	for _, l := range c.ViewRemoved {
 		w.exec(`DELETE FROM allocations_view WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty)
 	}
@@ -98,35 +159,16 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bin
 		w.exec(`INSERT INTO allocations_view (orderid, sku, qty, batchref) VALUES (?, ?, ?, ?)
 			ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = excluded.batchref`, r.Line.OrderID, r.Line.SKU, r.Line.Qty, r.BatchRef)
 	}
-	// Turns are taken against what was pending before these events: they go
-	// out in order behind each other. What this unit of work completes, and
-	// what this process delivered but did not mark yet, counts as done.
-	made := map[DeliveryKey]bool{}
-	for _, k := range c.Delivered {
-		made[k] = true
-	}
-	for _, d := range c.Done {
-		made[d] = true
-	}
-	type turn struct{ sku, handler string }
-	waiting := map[turn]bool{}
-	for _, ev := range c.Events {
-		for _, h := range ev.Handlers {
-			t := turn{ev.Envelope.Event.ProductSKU(), h}
-			if _, ok := waiting[t]; ok {
-				continue
-			}
-			// More open deliveries than made ones means one is not made:
-			// reading one more than that is enough, however long the
-			// backlog of an outage.
-			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status <> 'done'
-				ORDER BY event_id LIMIT ?`, t.sku, t.handler, len(made)+1) {
-				if !made[DeliveryKey{EventID: id, Handler: h}] {
-					waiting[t] = true
-				}
-			}
-		}
-	}
+}
+
+// turn is the queue of one product's events for one handler.
+type turn struct{ sku, handler string }
+
+// logEvents writes the events and queues their deliveries. A delivery is in
+// turn when nothing of its product was pending for its handler before.
+func logEvents(w *writer, c *Changes) []Queued {
+	waiting := waitingTurns(w, c)
+	var queued []Queued
 	for _, ev := range c.Events {
 		env := ev.Envelope
 		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref)
@@ -146,13 +188,38 @@ func ApplyInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bin
 			queued = append(queued, Queued{MessageID: env.MessageID, LogID: logID, Handler: h, InTurn: inTurn})
 		}
 	}
-	if w.err != nil {
-		return nil, false, w.err
+	return queued
+}
+
+// waitingTurns are the turns of c's events that have a delivery pending
+// already, so that the new ones go out behind it. What this unit of work
+// completes, and what this process delivered but did not mark yet, counts as
+// done.
+func waitingTurns(w *writer, c *Changes) map[turn]bool {
+	made := map[DeliveryKey]bool{}
+	for _, k := range append(slices.Clone(c.Done), c.Delivered...) {
+		made[k] = true
 	}
-	if err = tx.Commit(); err != nil {
-		return nil, false, fmt.Errorf("commit: %w", err)
+	waiting := map[turn]bool{}
+	for _, ev := range c.Events {
+		for _, h := range ev.Handlers {
+			t := turn{ev.Envelope.Event.ProductSKU(), h}
+			if _, ok := waiting[t]; ok {
+				continue
+			}
+			waiting[t] = false
+			// More open deliveries than made ones means one is not made:
+			// reading one more than that is enough, however long the
+			// backlog of an outage.
+			for _, id := range w.ids(`SELECT event_id FROM event_deliveries WHERE aggregate = ? AND handler = ? AND status <> 'done'
+				ORDER BY event_id LIMIT ?`, t.sku, t.handler, len(made)+1) {
+				if !made[DeliveryKey{EventID: id, Handler: h}] {
+					waiting[t] = true
+				}
+			}
+		}
 	}
-	return queued, wake, nil
+	return waiting
 }
 
 // MarkDoneInTransaction marks deliveries done in one transaction on db, and
@@ -163,7 +230,7 @@ func MarkDoneInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, 
 	if err != nil {
 		return false, fmt.Errorf("begin transaction: %w", err)
 	}
-	w := writer{tx: tx, stmts: stmts, bind: bind, ctx: ctx}
+	w := &writer{tx: tx, stmts: stmts, bind: bind, ctx: ctx}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
@@ -173,9 +240,7 @@ func MarkDoneInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, 
 	for _, k := range done {
 		w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
 			WHERE event_id = ? AND handler = ? AND status = 'pending'`, now, k.EventID, k.Handler)
-		wake = w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
-			AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
-			k.EventID, k.Handler, k.EventID, k.Handler) || wake
+		wake = w.followersWait(k) || wake
 	}
 	if w.err != nil {
 		return false, w.err
@@ -194,6 +259,16 @@ type writer struct {
 	bind   int
 	missed []string // queries run unprepared, to prepare once tx is over
 	err    error
+	// wake says that deliveries wait for one this write completed.
+	wake bool
+}
+
+// followersWait reports whether later deliveries of d's product and handler
+// are pending: completing d must wake the dispatchers for them.
+func (w *writer) followersWait(d DeliveryKey) bool {
+	return w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
+		AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
+		d.EventID, d.Handler, d.EventID, d.Handler)
 }
 
 // stmt is query prepared within tx, or nil when it is not prepared yet.
