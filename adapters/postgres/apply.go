@@ -86,16 +86,27 @@ func (s *statement) guarded() string {
 
 func buildApply(c *sqlstore.Changes) (string, []any) {
 	s := &statement{at: c.Now}
+	done := s.guard(c)
+	ok := s.guarded()
+	s.batches(c, ok)
+	s.lines(c, ok)
+	s.view(c, ok)
+	queue := s.events(c, ok)
+	return s.result(c, done, queue), s.args
+}
 
-	// The checks. Counts are compared with the arguments' cardinality, so
-	// that the statement's text, and its prepared plan, do not depend on
-	// how many rows a write has.
+// guard adds the checks: the inbound messages are new, the deliveries to
+// complete are still pending (it returns their placeholders), every product
+// is still at the version it was read at and lines decided on from a cached
+// copy were not allocated before. Counts are compared with the arguments'
+// cardinality, so that the statement's text, and its prepared plan, do not
+// depend on how many rows a write has.
+func (s *statement) guard(c *sqlstore.Changes) (done string) {
 	if len(c.InboxIDs) > 0 {
 		ids := s.arg(pq.Array(c.InboxIDs), "text[]")
 		s.part("inbox_rows", `INSERT INTO inbox (message_id, processed_at) SELECT unnest(%s), %s ON CONFLICT DO NOTHING RETURNING 1`, ids, s.time())
 		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM inbox_rows) <> cardinality(%s) THEN allocation_refuse('AL001', 'an inbound message was processed already')`, ids))
 	}
-	done := ""
 	if len(c.Done) > 0 {
 		ids, handlers := s.keys(c.Done)
 		done = ids + ", " + handlers
@@ -105,29 +116,38 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 	}
 	s.products("new_products", `INSERT INTO products (sku, version_number) SELECT * FROM unnest(%s, %s) ON CONFLICT DO NOTHING RETURNING 1`,
 		c.NewProducts, "a product was created concurrently")
-	if len(c.Bumped) > 0 {
-		var skus []string
-		var from, to []int64
-		for _, p := range c.Bumped {
-			skus, from, to = append(skus, p.SKU), append(from, int64(p.From)), append(to, int64(p.To))
-		}
-		skusArg := s.arg(pq.Array(skus), "text[]")
-		s.part("bumped", `UPDATE products p SET version_number = b.next FROM unnest(%s, %s, %s) AS b(sku, prev, next)
-	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1`, skusArg, s.arg(pq.Array(from), "int[]"), s.arg(pq.Array(to), "int[]"))
-		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM bumped) <> cardinality(%s) THEN allocation_refuse('40001', 'a product changed since it was read')`, skusArg))
-	}
+	s.bumps(c.Bumped)
 	s.products("unchanged", `SELECT 1 FROM products p JOIN unnest(%s, %s) AS u(sku, version) ON p.sku = u.sku AND p.version_number = u.version`,
 		c.Unchanged, "a product changed since it was read")
 	if len(c.Unseen) > 0 {
 		s.checks = append(s.checks, fmt.Sprintf(`WHEN EXISTS (SELECT FROM allocations a JOIN unnest(%s) AS u(orderid, sku, qty)
-		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.lines(c.Unseen)))
+		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.orderLines(c.Unseen)))
 	}
 	if len(s.checks) > 0 {
 		s.part("guard", "SELECT CASE\n\t%s\n\tELSE true END AS ok", strings.Join(s.checks, "\n\t"))
 	}
-	ok := s.guarded()
+	return done
+}
 
-	// The writes.
+// bumps adds the part that moves each changed product to its next version,
+// and the check that none moved on meanwhile.
+func (s *statement) bumps(bumped []sqlstore.VersionBump) {
+	if len(bumped) == 0 {
+		return
+	}
+	var skus []string
+	var from, to []int64
+	for _, p := range bumped {
+		skus, from, to = append(skus, p.SKU), append(from, int64(p.From)), append(to, int64(p.To))
+	}
+	skusArg := s.arg(pq.Array(skus), "text[]")
+	s.part("bumped", `UPDATE products p SET version_number = b.next FROM unnest(%s, %s, %s) AS b(sku, prev, next)
+	WHERE p.sku = b.sku AND p.version_number = b.prev RETURNING 1`, skusArg, s.arg(pq.Array(from), "int[]"), s.arg(pq.Array(to), "int[]"))
+	s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM bumped) <> cardinality(%s) THEN allocation_refuse('40001', 'a product changed since it was read')`, skusArg))
+}
+
+// batches adds the parts that insert new batches and change stored ones.
+func (s *statement) batches(c *sqlstore.Changes, ok string) {
 	if len(c.NewBatches) > 0 {
 		var refs, skus []string
 		var purchased, allocated []int64
@@ -152,9 +172,13 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 	FROM unnest(%s, %s, %s) AS c(id, purchased, allocated) WHERE batches.id = c.id AND %s RETURNING 1`,
 			s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(purchased), "int[]"), s.arg(pq.Array(allocated), "int[]"), ok)
 	}
+}
+
+// lines adds the parts that remove and add allocated lines.
+func (s *statement) lines(c *sqlstore.Changes, ok string) {
 	afterRemovals := ""
 	if len(c.RemovedLines) > 0 {
-		lines := s.lines(c.RemovedLines)
+		lines := s.orderLines(c.RemovedLines)
 		s.part("removed_lines", `DELETE FROM allocations a USING unnest(%s) AS r(orderid, sku, qty)
 	WHERE a.orderid = r.orderid AND a.sku = r.sku AND a.qty = r.qty AND %s RETURNING 1`, lines, ok)
 		// A line that moved is deleted before it is inserted again:
@@ -175,11 +199,15 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 		s.part("added_lines", `INSERT INTO allocations (batch_id, orderid, sku, qty)
 	SELECT %s, l.orderid, l.sku, l.qty FROM unnest(%s, %s, %s) WITH ORDINALITY AS l(batch_id, batch_ref, orderid, sku, qty, n) %s
 	WHERE %s%s ORDER BY l.n RETURNING 1`,
-			batchID, s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(refs), "text[]"), s.lines(placed), join, afterRemovals, ok)
+			batchID, s.arg(pq.Array(ids), "bigint[]"), s.arg(pq.Array(refs), "text[]"), s.orderLines(placed), join, afterRemovals, ok)
 	}
+}
+
+// view adds the parts that write the allocations view.
+func (s *statement) view(c *sqlstore.Changes, ok string) {
 	if len(c.ViewRemoved) > 0 {
 		s.part("view_removed", `DELETE FROM allocations_view v USING unnest(%s) AS r(orderid, sku, qty)
-	WHERE v.orderid = r.orderid AND v.sku = r.sku AND v.qty = r.qty AND %s RETURNING 1`, s.lines(c.ViewRemoved), ok)
+	WHERE v.orderid = r.orderid AND v.sku = r.sku AND v.qty = r.qty AND %s RETURNING 1`, s.orderLines(c.ViewRemoved), ok)
 	}
 	if len(c.ViewPut) > 0 {
 		var refs []string
@@ -191,16 +219,17 @@ func buildApply(c *sqlstore.Changes) (string, []any) {
 	SELECT orderid, sku, qty, batchref FROM unnest(%s, %s) WITH ORDINALITY AS v(orderid, sku, qty, batchref, n)
 	WHERE %s ORDER BY n
 	ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = EXCLUDED.batchref RETURNING 1`,
-			s.lines(lines), s.arg(pq.Array(refs), "text[]"), ok)
+			s.orderLines(lines), s.arg(pq.Array(refs), "text[]"), ok)
 	}
-	queue := s.events(c, ok)
+}
 
-	// What comes back: the deliveries queued, and whether the dispatchers
-	// were woken for deliveries waiting for one done here. A delivery not
-	// in turn wakes nobody: it waits for an earlier one, and whoever
-	// completes that one wakes the dispatchers (markDone). Waking them on
-	// every such write would have them scan the event log once per request
-	// while Redis is down.
+// result finishes the statement with what comes back: the deliveries
+// queued, and whether the dispatchers were woken for deliveries waiting for
+// one done here. A delivery not in turn wakes nobody: it waits for an
+// earlier one, and whoever completes that one wakes the dispatchers
+// (markDone). Waking them on every such write would have them scan the
+// event log once per request while Redis is down.
+func (s *statement) result(c *sqlstore.Changes, done, queue string) string {
 	wake := "false"
 	if len(c.Done) > 0 {
 		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x
@@ -223,7 +252,7 @@ ORDER BY q.event_id, q.handler`, wake, notifyChannel, from, queue)
 	if len(s.parts) == 0 {
 		query = strings.TrimPrefix(query, "WITH\n")
 	}
-	return query, s.args
+	return query
 }
 
 // products adds a part that writes or finds the products listed, and the
@@ -302,9 +331,9 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 	return "queue"
 }
 
-// lines adds order lines as three array arguments (orderid, sku, qty) and
-// returns them separated by commas, for unnest.
-func (s *statement) lines(lines []domain.OrderLine) string {
+// orderLines adds order lines as three array arguments (orderid, sku, qty)
+// and returns them separated by commas, for unnest.
+func (s *statement) orderLines(lines []domain.OrderLine) string {
 	var orderIDs, skus []string
 	var qtys []int64
 	for _, l := range lines {
