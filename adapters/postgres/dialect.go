@@ -90,6 +90,10 @@ func (d *Dialect) BindType() int { return sqlx.DOLLAR }
 // Wake implements sqlstore.Dialect.
 func (d *Dialect) Wake() <-chan struct{} { return d.wake }
 
+// Bookkeeping implements sqlstore.Dialect: the pool whose commits do not
+// wait for the disk.
+func (d *Dialect) Bookkeeping() *sqlx.DB { return d.relaxed }
+
 // Notify implements sqlstore.Dialect.
 func (d *Dialect) Notify(ctx context.Context) error {
 	if _, err := d.relaxed.ExecContext(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {

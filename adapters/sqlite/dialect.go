@@ -87,6 +87,9 @@ func (d *Dialect) signal() {
 	}
 }
 
+// Bookkeeping implements sqlstore.Dialect: SQLite has one pool.
+func (d *Dialect) Bookkeeping() *sqlx.DB { return d.db }
+
 // Classify implements sqlstore.Dialect.
 func (d *Dialect) Classify(err error) error { return Classify(err) }
 

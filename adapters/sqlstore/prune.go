@@ -168,7 +168,10 @@ func (s *Store) deleteEvents(ctx context.Context, ids []int64) (events, deliveri
 	if len(ids) == 0 {
 		return 0, 0, nil
 	}
-	tx, err := s.db.BeginTxx(ctx, nil)
+	// A deletion lost in a crash is made again by the next round: its
+	// commit need not wait for the disk, and then does not make the
+	// allocations' commits wait behind it either.
+	tx, err := s.dialect.Bookkeeping().BeginTxx(ctx, nil)
 	if err != nil {
 		return 0, 0, s.dialect.Classify(fmt.Errorf("begin pruning: %w", err))
 	}
@@ -210,7 +213,7 @@ func (s *Store) pruneInbox(ctx context.Context, cutoff time.Time, batch int) (in
 	total := 0
 	for {
 		started := time.Now()
-		res, err := s.db.ExecContext(ctx, query, cutoff.UTC(), batch)
+		res, err := s.dialect.Bookkeeping().ExecContext(ctx, query, cutoff.UTC(), batch)
 		if err != nil {
 			return total, s.dialect.Classify(fmt.Errorf("prune the inbox: %w", err))
 		}

@@ -53,6 +53,10 @@ type Dialect interface {
 	// made again and its receivers drop the repeat), so it need not wait for
 	// the disk.
 	MarkDone(ctx context.Context, done []DeliveryKey, now time.Time) error
+	// Bookkeeping is the pool for other writes that may be lost in a crash
+	// (pruning): where the database allows, their commits do not wait for
+	// the disk.
+	Bookkeeping() *sqlx.DB
 	// HeadsQuery is a query of the first delivery not done of every
 	// product and handler (columns aggregate, handler, event_id), served by
 	// the index on open deliveries (aggregate, handler, event_id).

@@ -219,3 +219,6 @@ func peakRSS(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
+
+// signal sends sig to the service: SIGSTOP and SIGCONT pause and resume it.
+func (s *service) signal(sig syscall.Signal) { _ = s.cmd.Process.Signal(sig) }
