@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"allocation/domain"
 )
 
@@ -37,6 +40,7 @@ type Bus struct {
 	log      *slog.Logger
 	observer Observer
 	pauses   *handlerPauses
+	tracer   trace.Tracer
 }
 
 // Dependencies are the adapters the handlers need.
@@ -50,6 +54,9 @@ type Dependencies struct {
 	// Retry says how long a handler is paused after a transient failure;
 	// DefaultRetryPolicy when zero.
 	Retry RetryPolicy
+	// TracerProvider makes the spans of commands, units of work and
+	// deliveries; the global provider (a no-op unless set) when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Observer is told what the bus did, for metrics.
@@ -65,8 +72,9 @@ func (noObserver) EventDelivered(string, error) {}
 
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
-	h := handlers{uow: deps.UoW, publisher: deps.Publisher, notifier: deps.Notifier}
-	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry)}
+	tracer := tracerOf(deps.TracerProvider)
+	h := handlers{uow: tracedUnitOfWork{UnitOfWork: deps.UoW, tracer: tracer}, publisher: deps.Publisher, notifier: deps.Notifier}
+	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry), tracer: tracer}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -119,14 +127,18 @@ func EventHandlers(eventName string) []string {
 // so that a caller reads its own writes. The command's error is returned; an
 // event handler's error is logged and left to the dispatcher, which retries
 // it from the event log: the command's change is committed already.
-func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (Result, error) {
+func (b *Bus) Handle(ctx context.Context, cmd domain.Command) (_ Result, err error) {
+	ctx, span := b.tracer.Start(ctx, "bus "+cmd.Name())
+	defer func() { endSpan(span, err) }()
 	h, ok := b.commands[cmd.Name()]
 	if !ok {
 		return Result{}, fmt.Errorf("no handler for command %s", cmd.Name())
 	}
 	ctx, release := WithHold(ctx)
 	defer release()
-	res, queued, err := h(ctx, cmd)
+	hctx, hspan := b.tracer.Start(ctx, "handle "+cmd.Name())
+	res, queued, err := h(hctx, cmd)
+	endSpan(hspan, err)
 	b.observer.CommandHandled(cmd.Name(), err)
 	if err != nil {
 		return Result{}, err
@@ -195,12 +207,16 @@ func (b *Bus) deliver(ctx context.Context, d Delivery) ([]Delivery, error) {
 	if eh == nil {
 		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
 	}
+	ctx, span := startDelivery(ctx, b.tracer, d)
 	more, err := b.uow.Deliver(ctx, d, withReadModel(ctx, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) }))
 	b.observer.EventDelivered(d.Handler, err)
 	if errors.Is(err, ErrNotDelivered) {
+		span.SetAttributes(attribute.Bool("allocation.delivered", false))
+		span.End()
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)
 		return more, err
 	}
+	endSpan(span, err)
 	b.settled(ctx, d.Handler, err, "event", d.Event.Name(), "message_id", d.MessageID)
 	return more, err
 }
@@ -254,7 +270,9 @@ func (b *Bus) DeliverRun(ctx context.Context, run []Delivery) error {
 	for i, d := range run {
 		envs[i] = d.Envelope
 	}
+	ctx, span := startRun(ctx, b.tracer, run)
 	err := send(ctx, envs)
+	endSpan(span, err)
 	for range run {
 		b.observer.EventDelivered(run[0].Handler, err)
 	}
