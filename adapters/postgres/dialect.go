@@ -37,7 +37,7 @@ func NewStore(db *sqlx.DB, rawURL string, log *slog.Logger) (*sqlstore.Store, er
 	if log == nil {
 		log = slog.Default()
 	}
-	relaxed, err := pool(rawURL, relaxedConns, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
+	relaxed, err := pool("postgres", rawURL, relaxedConns, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
 	if err != nil {
 		return nil, err
 	}
