@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/github.com/labstack/echo/otelecho"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Propagator reads and writes the W3C traceparent and tracestate headers.
@@ -26,14 +27,33 @@ var untracedPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics
 // HTTP is the Echo middleware (otelecho) that starts the span of each
 // request, the child of the caller's traceparent header when it sends one.
 // It goes first, so that everything after it (request ids, the access log)
-// runs inside the span. With tracing off the no-op provider still carries
-// the caller's trace context on to the events the request commits.
+// runs inside the span. With tracing off (a disabled Provider, or the no-op
+// one) it only reads a caller's traceparent, which the events the request
+// commits carry on: a request without one pays nothing.
 func HTTP(provider trace.TracerProvider) echo.MiddlewareFunc {
+	if p, ok := provider.(*Provider); ok && !p.Enabled {
+		return propagateOnly
+	}
+	if _, ok := provider.(noop.TracerProvider); ok {
+		return propagateOnly
+	}
 	return otelecho.Middleware(DefaultServiceName,
 		otelecho.WithTracerProvider(provider),
 		otelecho.WithPropagators(Propagator),
 		otelecho.WithSkipper(func(c echo.Context) bool { return untracedPaths[c.Request().URL.Path] }),
 	)
+}
+
+// propagateOnly puts the caller's trace context, when it sends one, in the
+// request's context: the no-op tracer's spans carry it on.
+func propagateOnly(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		if _, ok := req.Header["Traceparent"]; ok {
+			c.SetRequest(req.WithContext(Propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))))
+		}
+		return next(c)
+	}
 }
 
 // backgroundCommands are what the service sends Redis on its own, in loops

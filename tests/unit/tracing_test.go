@@ -244,3 +244,28 @@ func TestLogLinesCarryTheTraceAndSpanIDs(t *testing.T) {
 		t.Errorf("line outside any span has a trace_id: %s", lines[1])
 	}
 }
+
+// With tracing off a caller's traceparent still reaches the event the
+// request commits, and so the message published for it.
+func TestWithTracingOffARequestsTraceparentIsPassedOnToItsEvents(t *testing.T) {
+	t.Parallel()
+	app := newTestApp()
+	api := serve(t, httpapi.Config{Bus: app.bus, Views: app.store, Tracing: tracing.HTTP(tracing.Disabled())})
+	sku := uniqueName("LAMP")
+	api.addBatch(uniqueName("b"), sku, 10, nil)
+
+	const caller = "00-11112222333344445555666677778888-1234567812345678-01"
+	req, _ := http.NewRequest(http.MethodPost, api.url+"/allocate", strings.NewReader(`{"orderid": "o1", "sku": "`+sku+`", "qty": 1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", caller)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	app.publisher.mu.Lock()
+	defer app.publisher.mu.Unlock()
+	if len(app.publisher.published) != 1 || app.publisher.published[0].TraceParent != caller {
+		t.Fatalf("published %+v; want one event with the caller's traceparent %s", app.publisher.published, caller)
+	}
+}
