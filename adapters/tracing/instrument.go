@@ -57,10 +57,11 @@ func propagateOnly(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // backgroundCommands are what the service sends Redis on its own, in loops
-// (the health watcher, the stream readers), not for a request or message:
-// left out, they would each be a trace of their own several times a second.
+// (the health watcher, the stream readers) or to open a connection (hello,
+// client setinfo), not for a request or message: left out, they would each
+// be a trace of their own several times a second.
 var backgroundCommands = map[string]bool{
-	"ping": true, "xreadgroup": true, "xautoclaim": true, "xack": true, "xpending": true,
+	"hello": true, "client": true, "ping": true, "xreadgroup": true, "xautoclaim": true, "xack": true, "xpending": true,
 	"xgroup": true, "xinfo": true, "subscribe": true, "psubscribe": true, "unsubscribe": true,
 }
 
