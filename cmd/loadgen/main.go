@@ -4,8 +4,9 @@
 // a long history, and peak memory. Then it starts the service in the
 // embedded mode (SQLite, its own Redis) and drives it for -embedded-soak
 // (2 minutes; -embedded-soak 10m for the real soak), comparing its first
-// minute with its last and with PostgreSQL under the same load. It prints
-// one table with the targets.
+// minute with its last and with PostgreSQL under the same load, and
+// compares /allocate with tracing off and on (-tracing-only: just that). It
+// prints one table with the targets.
 //
 //	go build -o bin/allocation ./cmd/allocation && go run ./cmd/loadgen -bin bin/allocation
 //	go run ./cmd/loadgen -bin bin/allocation -embedded-only -embedded-soak 10m
