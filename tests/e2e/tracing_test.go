@@ -27,6 +27,8 @@ type otlpSink struct {
 	*httptest.Server
 	mu    sync.Mutex
 	spans []sunkSpan
+	// services are the service.name of every resource that sent spans.
+	services map[string]bool
 }
 
 type sunkSpan struct {
@@ -35,7 +37,7 @@ type sunkSpan struct {
 
 func newOTLPSink(t *testing.T) *otlpSink {
 	t.Helper()
-	s := &otlpSink{}
+	s := &otlpSink{services: map[string]bool{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body io.Reader = r.Body
 		if r.Header.Get("Content-Encoding") == "gzip" {
@@ -57,6 +59,11 @@ func newOTLPSink(t *testing.T) *otlpSink {
 		}
 		s.mu.Lock()
 		for _, rs := range req.ResourceSpans {
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.Key == "service.name" {
+					s.services[kv.Value.GetStringValue()] = true
+				}
+			}
 			for _, ss := range rs.ScopeSpans {
 				for _, sp := range ss.Spans {
 					s.spans = append(s.spans, sunkSpan{sp.Name, hex.EncodeToString(sp.TraceId), hex.EncodeToString(sp.SpanId), hex.EncodeToString(sp.ParentSpanId)})
@@ -189,6 +196,11 @@ func TestAnInboundMessagesTraceReachesTheLineAllocatedItCausesAndIsExported(t *t
 		}
 		return nil
 	})
+	sink.mu.Lock()
+	if len(sink.services) != 1 || !sink.services["allocation-e2e"] {
+		t.Errorf("spans came from services %v; want OTEL_SERVICE_NAME's allocation-e2e only", sink.services)
+	}
+	sink.mu.Unlock()
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if !strings.Contains(s.logs.String(), `"trace_id":"`+traceID+`"`) {
 			return fmt.Errorf("no log line carries trace_id %s", traceID)

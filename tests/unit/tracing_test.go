@@ -269,3 +269,26 @@ func TestWithTracingOffARequestsTraceparentIsPassedOnToItsEvents(t *testing.T) {
 		t.Fatalf("published %+v; want one event with the caller's traceparent %s", app.publisher.published, caller)
 	}
 }
+
+// The OTLP protocol is http/protobuf or grpc; the endpoint the start-up
+// log shows has no password.
+func TestTracingProtocolsAndTheEndpointShownWithoutItsPassword(t *testing.T) {
+	t.Parallel()
+	for protocol, ok := range map[string]bool{"": true, "http/protobuf": true, "grpc": true, "http/json": false} {
+		env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:secret@127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+		tp, err := tracing.FromEnv(t.Context(), func(k string) string { return env[k] }, "test")
+		if (err == nil) != ok {
+			t.Errorf("protocol %q: error %v, want accepted %v", protocol, err, ok)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if !tp.Enabled || strings.Contains(tp.Endpoint, "secret") {
+			t.Errorf("protocol %q: enabled %v, endpoint shown as %q", protocol, tp.Enabled, tp.Endpoint)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+		_ = tp.Shutdown(ctx)
+		cancel()
+	}
+}
