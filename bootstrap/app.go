@@ -16,6 +16,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"allocation/adapters/embeddedredis"
@@ -25,6 +26,7 @@ import (
 	"allocation/adapters/redis"
 	"allocation/adapters/sqlite"
 	"allocation/adapters/sqlstore"
+	"allocation/adapters/tracing"
 	"allocation/entrypoints/consumer"
 	"allocation/entrypoints/httpapi"
 	"allocation/servicelayer"
@@ -85,15 +87,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.SMTPAddr != "" {
 		notifier = notifications.NewSMTP(cfg.SMTPAddr, "")
 	}
+	tp := cfg.tracer()
+	if cfg.tracing() {
+		if err := tracing.Redis(rc, tp); err != nil {
+			rc.Close()
+			store.Close()
+			db.Close()
+			return nil, err
+		}
+	}
 	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
 	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
 	publisher.SetPublishedIDTTL(cfg.PublishedIDTTL)
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
-		UoW:       store,
-		Publisher: publisher,
-		Notifier:  notifier,
-		Log:       log,
-		Observer:  m,
+		UoW:            store,
+		Publisher:      publisher,
+		Notifier:       notifier,
+		Log:            log,
+		Observer:       m,
+		TracerProvider: tp,
 	})
 	api := httpapi.New(httpapi.Config{
 		Bus:   bus,
@@ -105,6 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Log:     log,
 		Observe: m.HTTPRequest,
 		Metrics: m.Handler(),
+		Tracing: tracing.HTTP(tp),
 	})
 	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
 	sub.OnTrimmed(m.DeadLetterListTrimmed)
@@ -121,13 +134,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		metrics:    m,
 	}
 	app.Consumer, err = consumer.New(consumer.Config{
-		Bus:         bus,
-		Owners:      store,
-		Source:      sub,
-		DeadLetters: countedDeadLetters{DeadLetterRecorder: store, recorded: m.DeadLetterRecorded},
-		Log:         log,
-		Concurrency: cfg.ConsumerConcurrency,
-		Observe:     m.InboundMessage,
+		Bus:            bus,
+		Owners:         store,
+		Source:         sub,
+		DeadLetters:    countedDeadLetters{DeadLetterRecorder: store, recorded: m.DeadLetterRecorded},
+		Log:            log,
+		Concurrency:    cfg.ConsumerConcurrency,
+		Observe:        m.InboundMessage,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		app.Close()
@@ -157,6 +171,18 @@ func (c countedDeadLetters) RecordDeadLetter(ctx context.Context, l servicelayer
 	return id, err
 }
 
+// tracing says whether spans are recorded: only then are Redis and SQL
+// instrumented, which would cost without a span to record.
+func (c Config) tracing() bool { return c.Tracing != nil && c.Tracing.Enabled }
+
+// tracer is the tracer provider: the no-op one when tracing is off.
+func (c Config) tracer() trace.TracerProvider {
+	if c.Tracing == nil {
+		return tracing.Disabled()
+	}
+	return c.Tracing
+}
+
 // databaseName names the database in readiness checks and errors.
 func databaseName(cfg Config) string {
 	if cfg.EmbeddedDatabase() {
@@ -176,14 +202,24 @@ func storeOptions(log *slog.Logger) sqlstore.Options {
 // and PostgreSQL otherwise, and returns it with the store on it; closing
 // the store and then the database releases them.
 func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sqlstore.Store, error) {
+	driver := "postgres"
 	if cfg.EmbeddedDatabase() {
-		db, err := sqlite.Open(ctx, cfg.SQLitePath())
+		driver = "sqlite"
+	}
+	if cfg.tracing() {
+		var err error
+		if driver, err = tracing.SQLDriver(driver, cfg.tracer()); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.EmbeddedDatabase() {
+		db, err := sqlite.OpenDriver(ctx, driver, cfg.SQLitePath())
 		if err != nil {
 			return nil, nil, err
 		}
 		return db, sqlite.NewStore(db, storeOptions(log)), nil
 	}
-	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	db, err := postgres.OpenDriver(ctx, driver, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}

@@ -3,6 +3,7 @@
 package bootstrap
 
 import (
+	"allocation/adapters/tracing"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,10 @@ type Config struct {
 	// Build says which build runs, for the allocation_build_info metric;
 	// main sets it, it is not read from the environment.
 	Build BuildInfo
+	// Tracing is the tracer provider of the OTEL_* variables
+	// (tracing.FromEnv, which allocation serve calls); nil or disabled:
+	// tracing is off, and what would only cost is not instrumented.
+	Tracing *tracing.Provider
 	// EventRetention is how long events are kept (EVENT_RETENTION, default
 	// 720h; 0 keeps them forever): older ones are deleted once every
 	// delivery of theirs is done.

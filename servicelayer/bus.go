@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"allocation/domain"
 )
 
@@ -24,10 +27,18 @@ type commandHandler func(ctx context.Context, uow commandUnit, cmd domain.Comman
 type commandUnit struct {
 	work    Work
 	inboxID string
+	tracer  trace.Tracer
 }
 
-// Do runs fn as the command's atomic change (Work.Do).
-func (u commandUnit) Do(ctx context.Context, fn func(tx Tx) error) ([]Delivery, error) {
+// Do runs fn as the command's atomic change (Work.Do), in a span of its
+// own. The events it commits are sealed under that span (Seal), so their
+// deliveries are its children.
+func (u commandUnit) Do(ctx context.Context, fn func(tx Tx) error) (queued []Delivery, err error) {
+	ctx, span := u.tracer.Start(ctx, "unit_of_work")
+	defer func() {
+		span.SetAttributes(attribute.Int("allocation.deliveries_queued", len(queued)))
+		endSpan(span, err)
+	}()
 	return u.work.Do(ctx, u.inboxID, fn)
 }
 
@@ -50,6 +61,7 @@ type Bus struct {
 	log      *slog.Logger
 	observer Observer
 	pauses   *handlerPauses
+	tracer   trace.Tracer
 }
 
 // Dependencies are the adapters the handlers need.
@@ -63,6 +75,9 @@ type Dependencies struct {
 	// Retry says how long a handler is paused after a transient failure;
 	// DefaultRetryPolicy when zero.
 	Retry RetryPolicy
+	// TracerProvider makes the spans of commands, units of work and
+	// deliveries; the global provider (a no-op unless set) when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Observer is told what the bus did, for metrics.
@@ -78,8 +93,9 @@ func (noObserver) EventDelivered(string, error) {}
 
 // NewBus wires every handler of the service to its message.
 func NewBus(deps Dependencies) *Bus {
+	tracer := tracerOf(deps.TracerProvider)
 	h := handlers{publisher: deps.Publisher, notifier: deps.Notifier}
-	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry)}
+	b := &Bus{uow: deps.UoW, log: deps.Log, events: routes(h), observer: deps.Observer, pauses: newHandlerPauses(deps.Retry), tracer: tracer}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
@@ -151,14 +167,18 @@ func (b *Bus) HandleMessage(ctx context.Context, messageID string, cmd domain.Co
 	return b.handle(ctx, messageID, cmd)
 }
 
-func (b *Bus) handle(ctx context.Context, inboxID string, cmd domain.Command) (Result, error) {
+func (b *Bus) handle(ctx context.Context, inboxID string, cmd domain.Command) (_ Result, err error) {
+	ctx, span := b.tracer.Start(ctx, "bus "+cmd.Name())
+	defer func() { endSpan(span, err) }()
 	h, ok := b.commands[cmd.Name()]
 	if !ok {
 		return Result{}, fmt.Errorf("no handler for command %s", cmd.Name())
 	}
 	work := b.uow.Begin()
 	defer work.End()
-	res, queued, err := h(ctx, commandUnit{work: work, inboxID: inboxID}, cmd)
+	hctx, hspan := b.tracer.Start(ctx, "handle "+cmd.Name())
+	res, queued, err := h(hctx, commandUnit{work: work, inboxID: inboxID, tracer: b.tracer}, cmd)
+	endSpan(hspan, err)
 	b.observer.CommandHandled(cmd.Name(), err)
 	if err != nil {
 		return Result{}, err
@@ -226,12 +246,16 @@ func (b *Bus) deliver(ctx context.Context, work Work, d Delivery) ([]Delivery, e
 	if eh == nil {
 		return nil, fmt.Errorf("event %s has no handler %s", d.Event.Name(), d.Handler)
 	}
+	ctx, span := startDelivery(ctx, b.tracer, d)
 	more, err := work.Deliver(ctx, d, func(tx Tx) error { return eh.handle(ctx, tx, d.Envelope) })
 	b.observer.EventDelivered(d.Handler, err)
 	if errors.Is(err, ErrNotDelivered) {
+		span.SetAttributes(attribute.Bool("allocation.delivered", false))
+		span.End()
 		b.log.DebugContext(ctx, "delivery left for later", "handler", d.Handler, "event", d.Event.Name(), "message_id", d.MessageID)
 		return more, err
 	}
+	endSpan(span, err)
 	b.settled(ctx, d.Handler, err, "event", d.Event.Name(), "message_id", d.MessageID)
 	return more, err
 }
@@ -285,7 +309,9 @@ func (b *Bus) DeliverRun(ctx context.Context, run []Delivery) error {
 	for i, d := range run {
 		envs[i] = d.Envelope
 	}
+	ctx, span := startRun(ctx, b.tracer, run)
 	err := send(ctx, envs)
+	endSpan(span, err)
 	for range run {
 		b.observer.EventDelivered(run[0].Handler, err)
 	}

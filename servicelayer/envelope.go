@@ -25,14 +25,22 @@ type Envelope struct {
 	// across services.
 	CausationID   string
 	CorrelationID string
-	Event         domain.Event
+	// TraceParent and TraceState are the W3C Trace Context of the span
+	// that committed the event ("" when there was none): its deliveries are
+	// that span's children, and it travels with the published message, so
+	// that one trace follows the event into the next service.
+	TraceParent string
+	TraceState  string
+	Event       domain.Event
 }
 
-// Seal gives a new event its identity, and the cause ctx carries. The unit
-// of work calls it when it writes the event to the log.
+// Seal gives a new event its identity, and the cause and trace context ctx
+// carries. The unit of work calls it when it writes the event to the log.
 func Seal(ctx context.Context, ev domain.Event, now time.Time) Envelope {
 	c := CauseOf(ctx)
-	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), CausationID: c.CausationID, CorrelationID: c.CorrelationID, Event: ev}
+	parent, state := TraceContext(ctx)
+	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), CausationID: c.CausationID, CorrelationID: c.CorrelationID,
+		TraceParent: parent, TraceState: state, Event: ev}
 }
 
 // Delivery is one event for one of its handlers.

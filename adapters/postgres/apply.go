@@ -290,7 +290,7 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 	if len(c.Events) == 0 {
 		return ""
 	}
-	var ids, aggregates, names, payloads, occurred, causations, correlations, deliveryIDs, handlers []string
+	var ids, aggregates, names, payloads, occurred, causations, correlations, parents, states, deliveryIDs, handlers []string
 	var orderIDs, batchRefs []sql.NullString
 	for _, ev := range c.Events {
 		env := ev.Envelope
@@ -299,18 +299,22 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 		ids, aggregates, names = append(ids, env.MessageID), append(aggregates, env.Event.ProductSKU()), append(names, env.Event.Name())
 		payloads, occurred = append(payloads, ev.Payload), append(occurred, env.OccurredAt.UTC().Format(time.RFC3339Nano))
 		causations, correlations = append(causations, env.CausationID), append(correlations, env.CorrelationID)
+		parents, states = append(parents, env.TraceParent), append(states, env.TraceState)
 		for _, h := range ev.Handlers {
 			deliveryIDs, handlers = append(deliveryIDs, env.MessageID), append(handlers, h)
 		}
 	}
-	s.part("logged", `INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref)
-	SELECT message_id::uuid, aggregate, name, payload::jsonb, occurred_at::timestamptz, causation_id, correlation_id, orderid, batchref
-	FROM unnest(%s, %s, %s, %s, %s, %s, %s, %s, %s) WITH ORDINALITY
-		AS e(message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref, n)
+	s.part("logged", `INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref,
+		traceparent, tracestate)
+	SELECT message_id::uuid, aggregate, name, payload::jsonb, occurred_at::timestamptz, causation_id, correlation_id, orderid, batchref,
+		traceparent, tracestate
+	FROM unnest(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) WITH ORDINALITY
+		AS e(message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref, traceparent, tracestate, n)
 	WHERE %s ORDER BY n RETURNING id, message_id, aggregate`,
 		s.arg(pq.Array(ids), "text[]"), s.arg(pq.Array(aggregates), "text[]"), s.arg(pq.Array(names), "text[]"), s.arg(pq.Array(payloads), "text[]"),
 		s.arg(pq.Array(occurred), "text[]"), s.arg(pq.Array(causations), "text[]"), s.arg(pq.Array(correlations), "text[]"),
-		s.arg(pq.Array(orderIDs), "text[]"), s.arg(pq.Array(batchRefs), "text[]"), ok)
+		s.arg(pq.Array(orderIDs), "text[]"), s.arg(pq.Array(batchRefs), "text[]"),
+		s.arg(pq.Array(parents), "text[]"), s.arg(pq.Array(states), "text[]"), ok)
 	made := ""
 	if all := append(slices.Clone(c.Done), c.Delivered...); len(all) > 0 {
 		ids, handlers := s.keys(all)

@@ -32,8 +32,12 @@ const (
 // (binary_parameters), not prepared first in another; prepared statements
 // are planned once (plan_cache_mode), not at every execution: the store's
 // statements have the same good plan whatever their arguments.
-func Open(ctx context.Context, url string) (*sqlx.DB, error) {
-	db, err := pool(url, maxOpenConns, map[string]string{"binary_parameters": "yes", "plan_cache_mode": "force_generic_plan"})
+func Open(ctx context.Context, url string) (*sqlx.DB, error) { return OpenDriver(ctx, "postgres", url) }
+
+// OpenDriver is Open through driver: lib/pq's "postgres", or a wrapper of
+// it registered under another name (a traced one, tracing.SQLDriver).
+func OpenDriver(ctx context.Context, driver, url string) (*sqlx.DB, error) {
+	db, err := pool(driver, url, maxOpenConns, map[string]string{"binary_parameters": "yes", "plan_cache_mode": "force_generic_plan"})
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +51,7 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 // pool opens a pool of up to conns connections to url with the given
 // connection parameters; lib/pq sends the ones it does not know itself to
 // the server as settings.
-func pool(rawURL string, conns int, params map[string]string) (*sqlx.DB, error) {
+func pool(driver, rawURL string, conns int, params map[string]string) (*sqlx.DB, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
@@ -57,7 +61,7 @@ func pool(rawURL string, conns int, params map[string]string) (*sqlx.DB, error) 
 		q.Set(k, v)
 	}
 	u.RawQuery = q.Encode()
-	db, err := sqlx.Open("postgres", u.String())
+	db, err := sqlx.Open(driver, u.String())
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}

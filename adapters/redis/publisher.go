@@ -73,8 +73,9 @@ const (
 //
 // KEYS[1] stream, KEYS[2] current generation of published ids, KEYS[3] the
 // previous generation; ARGV: channel, max length, generation length in
-// seconds, id that must be published first ("" for none), then message id
-// and body of each event, in order. Returns how many it published.
+// seconds, id that must be published first ("" for none), then message id,
+// body, traceparent and tracestate of each event, in order; the last two
+// become entry fields when not empty. Returns how many it published.
 var publishMany = goredis.NewScript(`
 local function published(id)
 	return redis.call('HEXISTS', KEYS[2], id) == 1 or redis.call('HEXISTS', KEYS[3], id) == 1
@@ -83,10 +84,17 @@ if ARGV[4] ~= '' and not published(ARGV[4]) then
 	return redis.error_reply('ORDER ' .. ARGV[4] .. ' must be published first')
 end
 local n = 0
-for i = 5, #ARGV, 2 do
-	local id, body = ARGV[i], ARGV[i + 1]
+for i = 5, #ARGV, 4 do
+	local id, body, parent, state = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
 	if not published(id) then
-		redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', body, 'message_id', id)
+		if parent == '' then
+			redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', body, 'message_id', id)
+		elseif state == '' then
+			redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', body, 'message_id', id, 'traceparent', parent)
+		else
+			redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', body, 'message_id', id,
+				'traceparent', parent, 'tracestate', state)
+		end
 		redis.call('PUBLISH', ARGV[1], body)
 		redis.call('HSET', KEYS[2], id, '1')
 		n = n + 1
@@ -137,6 +145,10 @@ type eventBody struct {
 	OccurredAt    string `json:"occurred_at"`
 	CausationID   string `json:"causation_id,omitempty"`
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// TraceParent and TraceState are the W3C Trace Context of the span
+	// that committed the event, so that the receiver joins its trace.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // Publish sends env on the channel of its event, with its message_id and
@@ -209,7 +221,7 @@ func (p *Publisher) plan(envs []servicelayer.Envelope) ([]call, error) {
 			})
 		}
 		c := &calls[len(calls)-1]
-		c.args = append(c.args, env.MessageID, body)
+		c.args = append(c.args, env.MessageID, body, env.TraceParent, env.TraceState)
 		c.events++
 		last[channel] = env.MessageID
 	}
@@ -254,6 +266,8 @@ func encode(env servicelayer.Envelope) (channel string, body []byte, err error) 
 		OccurredAt:    env.OccurredAt.UTC().Format(time.RFC3339Nano),
 		CausationID:   env.CausationID,
 		CorrelationID: env.CorrelationID,
+		TraceParent:   env.TraceParent,
+		TraceState:    env.TraceState,
 	}
 	switch ev := env.Event.(type) {
 	case domain.Allocated:

@@ -55,7 +55,11 @@ const CacheSize = 32 << 20
 // when they begin (BEGIN IMMEDIATE: no lock upgrade that could fail
 // half-way), and times written as UTC text in one layout, which sorts as
 // the times do.
-func Open(ctx context.Context, path string) (*sqlx.DB, error) {
+func Open(ctx context.Context, path string) (*sqlx.DB, error) { return OpenDriver(ctx, "sqlite", path) }
+
+// OpenDriver is Open through driver: modernc's "sqlite", or a wrapper of it
+// registered under another name (a traced one, tracing.SQLDriver).
+func OpenDriver(ctx context.Context, driver, path string) (*sqlx.DB, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite: %q is not a usable file name", path)
 	}
@@ -71,7 +75,7 @@ func Open(ctx context.Context, path string) (*sqlx.DB, error) {
 	q.Set("_txlock", "immediate")
 	q.Set("_time_format", "sqlite")
 	q.Set("_timezone", "UTC")
-	db, err := sqlx.Open("sqlite", path+"?"+q.Encode())
+	db, err := sqlx.Open(driver, path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}

@@ -18,6 +18,8 @@ type deliveryRow struct {
 	OccurredAt    Timestamp `db:"occurred_at"`
 	CausationID   string    `db:"causation_id"`
 	CorrelationID string    `db:"correlation_id"`
+	TraceParent   string    `db:"traceparent"`
+	TraceState    string    `db:"tracestate"`
 }
 
 func (r deliveryRow) delivery() (servicelayer.Delivery, error) {
@@ -27,7 +29,7 @@ func (r deliveryRow) delivery() (servicelayer.Delivery, error) {
 	}
 	return servicelayer.Delivery{
 		Envelope: servicelayer.Envelope{LogID: r.EventID, MessageID: r.MessageID, OccurredAt: r.OccurredAt.UTC(),
-			CausationID: r.CausationID, CorrelationID: r.CorrelationID, Event: ev},
+			CausationID: r.CausationID, CorrelationID: r.CorrelationID, TraceParent: r.TraceParent, TraceState: r.TraceState, Event: ev},
 		Handler: r.Handler,
 	}, nil
 }

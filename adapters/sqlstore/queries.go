@@ -39,7 +39,8 @@ const openBefore = `(SELECT x.event_id FROM event_deliveries x
 // handler (the dialect's heads query: aggregate, handler, event_id), those
 // that are pending and due: the only deliveries a dispatcher can make now.
 const dueHeads = `
-SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
+SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id,
+       e.traceparent, e.tracestate
 FROM (%s) h
 JOIN event_deliveries d ON d.event_id = h.event_id AND d.handler = h.handler
 JOIN event_log e ON e.id = d.event_id
@@ -83,7 +84,7 @@ func rebindQueries(bind int, heads string) queries {
 		nextDue: r(fmt.Sprintf(nextHead, heads)),
 		dead: r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
-			       e.causation_id, e.correlation_id, d.attempts, d.last_error, d.updated_at
+			       e.causation_id, e.correlation_id, e.traceparent, e.tracestate, d.attempts, d.last_error, d.updated_at
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.status = 'dead' ORDER BY e.id, d.handler`),
 		replay: r(`
@@ -128,7 +129,8 @@ func rebindQueries(bind int, heads string) queries {
 			  AND (claimed_until IS NULL OR claimed_until <= ?)
 			RETURNING event_id`),
 		runRows: r(`
-			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id
+			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id,
+			       e.traceparent, e.tracestate
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.aggregate = ? AND d.handler = ? AND d.status <> 'done' AND d.event_id BETWEEN ? AND ?
 			ORDER BY d.event_id`),

@@ -171,10 +171,11 @@ func logEvents(w *writer, c *Changes) []Queued {
 	var queued []Queued
 	for _, ev := range c.Events {
 		env := ev.Envelope
-		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		logID := w.id(`INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref,
+				traceparent, tracestate)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			env.MessageID, env.Event.ProductSKU(), env.Event.Name(), ev.Payload, env.OccurredAt, env.CausationID, env.CorrelationID,
-			nullIfEmpty(ev.OrderID), nullIfEmpty(ev.BatchRef))
+			nullIfEmpty(ev.OrderID), nullIfEmpty(ev.BatchRef), env.TraceParent, env.TraceState)
 		for _, h := range ev.Handlers {
 			inTurn := !waiting[turn{env.Event.ProductSKU(), h}]
 			next := c.FirstAttempt

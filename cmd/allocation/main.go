@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"allocation/adapters/redis"
+	"allocation/adapters/tracing"
 	"allocation/bootstrap"
 	"allocation/entrypoints/cli"
 	"allocation/servicelayer"
@@ -213,13 +214,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	cfg.Build = bootstrap.BuildInfo{Version: version, Commit: buildCommit()}
-	log := slog.New(servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})})
+	log := slog.New(tracing.LogHandler{Handler: servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})}})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	switch args[0] {
 	case "serve":
-		err = serve(ctx, cfg, log, args[1:], stderr)
+		err = serve(ctx, cfg, log, args[1:], stderr, getenv)
 	case "migrate":
 		err = migrate(ctx, cfg, log, args[1:], stdout)
 	case "events":
@@ -257,13 +258,23 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *bootstrap.Parts, *bool) {
 	return fs, &parts, skipMigrate
 }
 
-func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stderr io.Writer, getenv func(string) string) error {
 	fs, p, skipMigrate := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	parts := *p
 	log.Info("allocation starting", cfg.StartupAttrs()...)
+	tp, err := startTracing(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tp.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("traces not flushed", "error", err)
+		}
+	}()
+	cfg.Tracing = tp
 	if !*skipMigrate {
 		if err := bootstrap.Migrate(ctx, cfg); err != nil {
 			return fmt.Errorf("migrate: %w", err)
@@ -288,6 +299,22 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	close(running)
 	log.Info("allocation stopped")
 	return err
+}
+
+// startTracing sets up tracing from the OTEL_* variables and says where
+// spans go; with no OTLP endpoint it is off and says so.
+func startTracing(ctx context.Context, getenv func(string) string, log *slog.Logger) (*tracing.Provider, error) {
+	tp, err := tracing.FromEnv(ctx, getenv, version)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if !tp.Enabled {
+		log.Info("tracing off: no OTEL_EXPORTER_OTLP_ENDPOINT, nothing is exported")
+		return tp, nil
+	}
+	tracing.LogErrors(log)
+	log.Info("tracing on", "otlp_endpoint", tp.Endpoint, "otlp_protocol", tp.Protocol)
+	return tp, nil
 }
 
 // migrate applies the migrations, or with `status` lists them.

@@ -4,8 +4,9 @@
 // a long history, and peak memory. Then it starts the service in the
 // embedded mode (SQLite, its own Redis) and drives it for -embedded-soak
 // (2 minutes; -embedded-soak 10m for the real soak), comparing its first
-// minute with its last and with PostgreSQL under the same load. It prints
-// one table with the targets.
+// minute with its last and with PostgreSQL under the same load, and
+// compares /allocate with tracing off and on (-tracing-only: just that). It
+// prints one table with the targets.
 //
 //	go build -o bin/allocation ./cmd/allocation && go run ./cmd/loadgen -bin bin/allocation
 //	go run ./cmd/loadgen -bin bin/allocation -embedded-only -embedded-soak 10m
@@ -40,8 +41,8 @@ type config struct {
 	redisURL  string
 	duration  time.Duration
 	quick     bool
-	// outboxOnly and historyOnly run those phases alone.
-	outboxOnly, historyOnly bool
+	// outboxOnly, historyOnly and tracingOnly run those phases alone.
+	outboxOnly, historyOnly, tracingOnly bool
 	// soak is how long the embedded mode is driven; embeddedOnly skips
 	// every other measurement but the PostgreSQL reference of the soak.
 	soak         time.Duration
@@ -67,6 +68,7 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 0, "length of each load phase (default 8s, 2s with -quick)")
 	flag.BoolVar(&cfg.quick, "quick", false, "a short smoke run: shorter phases, smaller histories")
 	flag.BoolVar(&cfg.outboxOnly, "outbox-only", false, "run only the outbox phases (Redis stopped, frozen; backlog drain)")
+	flag.BoolVar(&cfg.tracingOnly, "tracing-only", false, "run only the tracing phase (allocate with tracing off vs on, exporting every trace to a dummy OTLP endpoint)")
 	flag.BoolVar(&cfg.historyOnly, "history-only", false, "run only the history phases (GET /events on a million events; allocate while pruning)")
 	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
 	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
@@ -109,7 +111,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if cfg.quick {
 		sz = sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
 	}
-	if cfg.outboxOnly || cfg.historyOnly {
+	if cfg.outboxOnly || cfg.historyOnly || cfg.tracingOnly {
 		return runOnly(ctx, cfg, out)
 	}
 	opts, err := goredis.ParseURL(cfg.redisURL)
@@ -260,6 +262,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
 			return fmt.Errorf("history: %w", err)
 		}
+		if err := tracingPhase(ctx, cfg, rdb, &t); err != nil {
+			return fmt.Errorf("tracing: %w", err)
+		}
 	}
 
 	if svc == nil {
@@ -385,7 +390,7 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// runOnly runs the outbox or the history phases alone.
+// runOnly runs the outbox, the history or the tracing phases alone.
 func runOnly(ctx context.Context, cfg config, out io.Writer) error {
 	var t table
 	if cfg.outboxOnly {
@@ -393,15 +398,22 @@ func runOnly(ctx context.Context, cfg config, out io.Writer) error {
 			return fmt.Errorf("outbox: %w", err)
 		}
 	}
-	if cfg.historyOnly {
+	if cfg.historyOnly || cfg.tracingOnly {
 		opts, err := goredis.ParseURL(cfg.redisURL)
 		if err != nil {
 			return fmt.Errorf("parse -redis: %w", err)
 		}
 		rdb := goredis.NewClient(opts)
 		defer rdb.Close()
-		if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
-			return fmt.Errorf("history: %w", err)
+		if cfg.historyOnly {
+			if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
+				return fmt.Errorf("history: %w", err)
+			}
+		}
+		if cfg.tracingOnly {
+			if err := tracingPhase(ctx, cfg, rdb, &t); err != nil {
+				return fmt.Errorf("tracing: %w", err)
+			}
 		}
 	}
 	t.print(out)

@@ -12,7 +12,8 @@ type summary struct {
 	failures int           // of which failed
 	elapsed  time.Duration // wall time of the phase
 	p50, p99 time.Duration
-	firstErr string // the first failure, to show the reader why
+	firstErr string          // the first failure, to show the reader why
+	lats     []time.Duration // every latency, sorted: phases can be pooled
 }
 
 // rate is finished operations that did not fail, per second.
@@ -50,7 +51,7 @@ func (r *recorder) summary(elapsed time.Duration) summary {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	return summary{
 		ops: len(sorted), failures: r.failures, elapsed: elapsed, firstErr: r.firstErr,
-		p50: percentile(sorted, 50), p99: percentile(sorted, 99),
+		p50: percentile(sorted, 50), p99: percentile(sorted, 99), lats: sorted,
 	}
 }
 

@@ -22,6 +22,10 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"allocation/domain"
 	"allocation/servicelayer"
@@ -99,6 +103,10 @@ type Config struct {
 	// Observe, when set, is told what became of every message: handled,
 	// duplicate, dead_lettered or unsettled (left pending on its stream).
 	Observe func(channel, outcome string)
+	// TracerProvider makes the span of each message, the child of the
+	// traceparent it carries; the global provider (a no-op unless set)
+	// when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Consumer feeds the bus from a Source and a StreamSource. Messages about
@@ -116,6 +124,7 @@ type Consumer struct {
 	pool *OrderedPool
 	// malformed numbers malformed messages, for their keys.
 	malformed atomic.Uint64
+	tracer    trace.Tracer
 }
 
 // New builds a consumer from cfg.
@@ -138,6 +147,9 @@ func New(cfg Config) (*Consumer, error) {
 	if cfg.Observe == nil {
 		cfg.Observe = func(string, string) {}
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
 	return &Consumer{
 		bus:     cfg.Bus,
 		owners:  cfg.Owners,
@@ -146,6 +158,7 @@ func New(cfg Config) (*Consumer, error) {
 		log:     cfg.Log,
 		observe: cfg.Observe,
 		pool:    NewOrderedPool(cfg.Concurrency, cfg.MaxInFlight),
+		tracer:  cfg.TracerProvider.Tracer(servicelayer.TracerName),
 	}, nil
 }
 
@@ -324,10 +337,18 @@ func (c *Consumer) settle(ctx context.Context, m *inbound) bool {
 // process applies one message. While the database is down the message waits
 // for it (up to HandleTimeout) rather than being set aside: it is a good
 // message. A message in hand when ctx ends is still finished.
-func (c *Consumer) process(ctx context.Context, m *inbound) error {
+func (c *Consumer) process(ctx context.Context, m *inbound) (err error) {
 	if m.err != nil {
 		return m.err
 	}
+	ctx, span := c.startSpan(ctx, m)
+	defer func() {
+		if err != nil && !errors.Is(err, errDuplicate) {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), HandleTimeout)
 	defer cancel()
 	return retryWhileUnavailable(hctx, func() error {
@@ -337,6 +358,23 @@ func (c *Consumer) process(ctx context.Context, m *inbound) error {
 		}
 		return err
 	})
+}
+
+// startSpan starts the span of handling m, the child of the trace context
+// the sender gave: the events m raises join the sender's trace. Without
+// one, m starts a trace.
+func (c *Consumer) startSpan(ctx context.Context, m *inbound) (context.Context, trace.Span) {
+	ctx = servicelayer.WithTraceContext(ctx, m.msg.TraceParent, m.msg.TraceState)
+	attrs := []attribute.KeyValue{
+		attribute.String("messaging.system", "redis"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", m.channel),
+		attribute.String("messaging.message.id", m.msg.ID),
+	}
+	if m.streamID != "" {
+		attrs = append(attrs, attribute.String("allocation.stream_id", m.streamID))
+	}
+	return c.tracer.Start(ctx, "process "+m.channel, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
 // setAside logs a message that cannot be applied and records it as a dead

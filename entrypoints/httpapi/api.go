@@ -62,6 +62,9 @@ type Config struct {
 	Observe func(method, route string, status int, d time.Duration)
 	// Metrics, when set, is served at GET /metrics.
 	Metrics http.Handler
+	// Tracing, when set, runs first on every request: it starts the
+	// request's span (tracing.HTTP).
+	Tracing echo.MiddlewareFunc
 }
 
 // New returns the API's handler.
@@ -81,6 +84,9 @@ func New(cfg Config) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(cfg.Log)
+	if cfg.Tracing != nil {
+		e.Use(cfg.Tracing)
+	}
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
 		// The request id is the cause of all the request's work: its logs and
 		// the events it raises carry it.

@@ -271,6 +271,14 @@ func TestAsyncAPIOutboundSchemasAgreeWithThePublishersEncoder(t *testing.T) {
 		servicelayer.Seal(servicelayer.WithCause(ctx, servicelayer.Cause{CausationID: "m-1", CorrelationID: "corr-1"}),
 			domain.Allocated{OrderID: "o2", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
 		servicelayer.Seal(ctx, domain.Deallocated{OrderID: "o1", SKU: "LAMP", Qty: 7, BatchRef: "b1"}, at),
+		// Committed under a trace: the body and the entry carry it.
+		servicelayer.Seal(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=x"),
+			domain.Allocated{OrderID: "o3", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
+		servicelayer.Seal(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", ""),
+			domain.Deallocated{OrderID: "o3", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
+	}
+	if envs[3].TraceParent == "" || envs[3].TraceState != "vendor=x" {
+		t.Fatalf("an event sealed under a trace keeps no trace context: %+v", envs[3])
 	}
 	schemaOf := map[string]string{redis.LineAllocated: "LineAllocated", "line_deallocated": "LineDeallocated"}
 	checked := 0
@@ -287,7 +295,17 @@ func TestAsyncAPIOutboundSchemasAgreeWithThePublishersEncoder(t *testing.T) {
 		if err := a.check(t, schema, string(body)); err != nil {
 			t.Errorf("%s body %s is not valid against %s: %v", channel, body, schema, err)
 		}
-		entry, _ := json.Marshal(map[string]string{"data": string(body), "message_id": env.MessageID})
+		fields := map[string]string{"data": string(body), "message_id": env.MessageID}
+		if env.TraceParent != "" {
+			if !strings.Contains(string(body), `"traceparent":"`+env.TraceParent+`"`) {
+				t.Errorf("%s body %s does not carry the event's traceparent %s", channel, body, env.TraceParent)
+			}
+			fields["traceparent"] = env.TraceParent
+		}
+		if env.TraceState != "" {
+			fields["tracestate"] = env.TraceState
+		}
+		entry, _ := json.Marshal(fields)
 		if err := a.check(t, "OutboundStreamEntry", string(entry)); err != nil {
 			t.Errorf("%s stream entry %s: %v", channel, entry, err)
 		}
