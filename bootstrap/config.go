@@ -192,20 +192,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		RedisPrefix:       getenv("REDIS_PREFIX"),
 		SMTPAddr:          getenv("SMTP_ADDR"),
 		AdminAddr:         getenv("ADMIN_ADDR"),
-		RedisCluster:      addrList(getenv("REDIS_CLUSTER_ADDRS")),
-		RedisSentinel: Sentinel{
-			Master:   getenv("REDIS_SENTINEL_MASTER"),
-			Addrs:    addrList(getenv("REDIS_SENTINEL_ADDRS")),
-			Username: getenv("REDIS_SENTINEL_USERNAME"),
-			Password: getenv("REDIS_SENTINEL_PASSWORD"),
-		},
-		RedisAuth: RedisAuth{Username: getenv("REDIS_USERNAME"), Password: getenv("REDIS_PASSWORD")},
 		RedisTLS: TLSFiles{
 			CAFile:   getenv("REDIS_TLS_CA_FILE"),
 			CertFile: getenv("REDIS_TLS_CERT_FILE"),
 			KeyFile:  getenv("REDIS_TLS_KEY_FILE"),
 		},
 	}
+	cfg.readRedisTopology(getenv)
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
 	cfg.StreamMaxDeliveries = intSetting(getenv, "STREAM_MAX_DELIVERIES", 5, &errs)
@@ -280,6 +273,18 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %s: want at least %s; a redelivery after it would be published again", c.PublishedIDTTL, redis.MinPublishedIDTTL))
 	}
 	return errors.Join(errs...)
+}
+
+// readRedisTopology reads the settings of a Redis Cluster or Sentinel.
+func (c *Config) readRedisTopology(getenv func(string) string) {
+	c.RedisCluster = addrList(getenv("REDIS_CLUSTER_ADDRS"))
+	c.RedisSentinel = Sentinel{
+		Master:   getenv("REDIS_SENTINEL_MASTER"),
+		Addrs:    addrList(getenv("REDIS_SENTINEL_ADDRS")),
+		Username: getenv("REDIS_SENTINEL_USERNAME"),
+		Password: getenv("REDIS_SENTINEL_PASSWORD"),
+	}
+	c.RedisAuth = RedisAuth{Username: getenv("REDIS_USERNAME"), Password: getenv("REDIS_PASSWORD")}
 }
 
 // validateRedis checks that one Redis is chosen, and every setting of it:
