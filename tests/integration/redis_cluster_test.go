@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,6 +58,56 @@ func TestDeadLettersAndRedrivesOnARedisCluster(t *testing.T) {
 			}
 		case <-time.After(waitTimeout):
 			t.Fatalf("re-drive %d: nothing received within %s", i, waitTimeout)
+		}
+	}
+}
+
+// On a Redis Cluster the two outbound streams hash to different slots, and
+// go-redis would send the nodes' shares of one pipeline at the same time:
+// the publisher sends each switch of stream in a pipeline of its own, after
+// the calls before it, so that a line_deallocated is published before the
+// line_allocated that follows it. A prefix with a hash tag puts both
+// streams in one slot, and the batch goes in one pipeline again.
+func TestRedisPublishBatchOnAClusterWaitsForTheOtherStreamBeforeSwitching(t *testing.T) {
+	t.Parallel()
+	rc := testenv.StartRedisCluster(t, 3).Client(t)
+	ctx := context.Background()
+	batch := []servicelayer.Envelope{deallocatedEnv(0), allocatedEnv(0), deallocatedEnv(1), allocatedEnv(1), allocatedEnv(2), deallocatedEnv(2)}
+	for _, c := range []struct {
+		prefix    string
+		pipelines int64
+	}{
+		{testenv.Prefix(), 5}, // [d0] [a0] [d1] [a1 a2] [d2]
+		{"{" + testenv.Prefix() + "}.", 1},
+	} {
+		testenv.DeleteKeysAtEnd(t, rc, c.prefix)
+		pub := redis.NewPublisher(rc, c.prefix)
+		// Load the script first: NOSCRIPT would cost round trips of its own.
+		if err := pub.PublishBatch(ctx, []servicelayer.Envelope{allocatedEnv(100), deallocatedEnv(100)}); err != nil {
+			t.Fatal(err)
+		}
+		trips := &roundTrips{}
+		rc.AddHook(trips)
+		if err := pub.PublishBatch(ctx, batch); err != nil {
+			t.Fatalf("prefix %s: %v", c.prefix, err)
+		}
+		if got := trips.trips.Load(); got != c.pipelines {
+			t.Errorf("prefix %s: %d round trips, want %d", c.prefix, got, c.pipelines)
+		}
+		want := byChannel(batch)
+		for _, channel := range []string{redis.LineAllocated, redis.LineDeallocated} {
+			entries, err := rc.XRange(ctx, c.prefix+channel, "-", "+").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range entries[1:] { // after the warm-up's
+				id, _ := e.Values["message_id"].(string)
+				ids = append(ids, id)
+			}
+			if !slices.Equal(ids, want[channel]) {
+				t.Errorf("prefix %s: %s holds %v, want %v", c.prefix, channel, ids, want[channel])
+			}
 		}
 	}
 }
