@@ -23,10 +23,11 @@ func newClusterService(t *testing.T) *service {
 }
 
 // On a Redis Cluster the book's scenario works over pub/sub (published on
-// one node, heard on every one) and over the streams, whose keys live on
-// different nodes: a change_batch_quantity entry moves the order, and both
-// the line_deallocated and the line_allocated it causes reach their
-// streams and channels.
+// one node, heard on every one), an operator re-drives a refused message,
+// and over the streams, whose keys live on different nodes, a
+// change_batch_quantity entry moves the order, and both the
+// line_deallocated and the line_allocated it causes reach their streams
+// and channels.
 func TestTheBooksScenarioOnARedisCluster(t *testing.T) {
 	t.Parallel()
 	s := newClusterService(t)
@@ -35,6 +36,9 @@ func TestTheBooksScenarioOnARedisCluster(t *testing.T) {
 		t.Fatalf("the start-up line does not say it runs on the cluster:\n%s", s.logs.String())
 	}
 	reallocationScenario(t, s)
+	// The operator's retry reads the same settings, and finds the
+	// subscriber on whichever node it is.
+	operatorRetriesARefusedMessage(t, s)
 
 	orderID, sku := testenv.RandomName("order-"), testenv.RandomName("sku-")
 	earlier, later := testenv.RandomName("old-"), testenv.RandomName("newer-")
