@@ -15,11 +15,12 @@ import (
 )
 
 // newClusterService prepares a service on a Redis Cluster of three masters
-// of the test's own, without starting it.
-func newClusterService(t *testing.T) *service {
+// of the test's own, without starting it; REDIS_CLUSTER_ADDRS names the
+// first named of them (go-redis finds the others).
+func newClusterService(t *testing.T, named int) *service {
 	t.Helper()
 	c := testenv.StartRedisCluster(t, 3)
-	return newServiceOn(t, c.Client(t), "REDIS_CLUSTER_ADDRS="+strings.Join(c.Addrs, ","))
+	return newServiceOn(t, c.Client(t), "REDIS_CLUSTER_ADDRS="+strings.Join(c.Addrs[:named], ","))
 }
 
 // On a Redis Cluster the book's scenario works over pub/sub (published on
@@ -30,7 +31,7 @@ func newClusterService(t *testing.T) *service {
 // and channels.
 func TestTheBooksScenarioOnARedisCluster(t *testing.T) {
 	t.Parallel()
-	s := newClusterService(t)
+	s := newClusterService(t, 3)
 	s.start()
 	if !strings.Contains(s.logs.String(), `"redis":"cluster"`) {
 		t.Fatalf("the start-up line does not say it runs on the cluster:\n%s", s.logs.String())
@@ -81,10 +82,10 @@ func onStream(rc goredis.UniversalClient, stream, orderID, batchRef string) erro
 	return fmt.Errorf("no entry of %s on %s in %s (%d entries)", orderID, batchRef, stream, len(entries))
 }
 
-// Three replicas on a Redis Cluster share the consumer group of the allocate
-// stream; one is killed midway. Every order is allocated and announced
-// exactly once.
+// Three replicas on a Redis Cluster, told of one node only, share the
+// consumer group of the allocate stream; one is killed midway. Every order
+// is allocated and announced exactly once.
 func TestThreeReplicasShareTheStreamOnARedisCluster(t *testing.T) {
 	// Not parallel, like the same test on one Redis.
-	threeReplicasShareTheStream(t, newClusterService(t), 600)
+	threeReplicasShareTheStream(t, newClusterService(t, 1), 600)
 }
