@@ -4,22 +4,25 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"allocation/tests/testenv"
 )
 
-// On a master, a replica and a Sentinel the book's scenario works; then the
-// master is killed. Allocations made while the Sentinel fails over and after
-// are all answered 202 and all published, once each and in order (the
-// outbox retries), and the consumer group goes on on the promoted replica:
-// a message sent on the stream, and one on the channel, after the failover
-// are processed.
+// On a master, a replica and a Sentinel, all asking for a password, the
+// book's scenario works; then the master is killed. Allocations made while
+// the Sentinel fails over and after are all answered 202 and all
+// published, once each and in order (the outbox retries), and the consumer
+// group goes on on the promoted replica: a message sent on the stream, and
+// one on the channel, after the failover are processed. The password is
+// never logged.
 func TestASentinelFailoverLosesNoPublicationAndTheConsumersCarryOn(t *testing.T) {
 	t.Parallel()
 	st := testenv.StartRedisSentinel(t)
-	s := newServiceOn(t, st.Client(t), "REDIS_SENTINEL_MASTER="+st.Master, "REDIS_SENTINEL_ADDRS="+st.Addr)
+	s := newServiceOn(t, st.Client(t), "REDIS_SENTINEL_MASTER="+st.Master, "REDIS_SENTINEL_ADDRS="+st.Addr,
+		"REDIS_PASSWORD="+st.Password, "REDIS_SENTINEL_PASSWORD="+st.Password)
 	s.start()
 	reallocationScenario(t, s)
 
@@ -59,6 +62,9 @@ func TestASentinelFailoverLosesNoPublicationAndTheConsumersCarryOn(t *testing.T)
 	})
 
 	s.awaitMessagesProcessed(run.products[0])
+	if strings.Contains(s.logs.String(), st.Password) {
+		t.Fatal("the service logged the Redis password")
+	}
 }
 
 // awaitMessagesProcessed sends an allocate message on sku on the stream

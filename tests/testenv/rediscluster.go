@@ -76,10 +76,13 @@ func (c *RedisCluster) Client(tb testing.TB) *redis.ClusterClient {
 
 // RedisSentinel is a master, one replica of it and one Sentinel watching
 // them (quorum 1), each a redis-server of a test's own on free loopback
-// ports, killed when the test ends. The test may kill the master and wait
-// for the Sentinel to promote the replica.
+// ports, killed when the test ends. All three ask for Password. The test
+// may kill the master and wait for the Sentinel to promote the replica.
 type RedisSentinel struct {
 	tb testing.TB
+	// Password is the data nodes' and the Sentinel's (requirepass), for
+	// REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD.
+	Password string
 	// Master is the name the Sentinel knows the master by, for
 	// REDIS_SENTINEL_MASTER.
 	Master string
@@ -96,17 +99,22 @@ type RedisSentinel struct {
 func StartRedisSentinel(tb testing.TB) *RedisSentinel {
 	tb.Helper()
 	dir := tb.TempDir()
-	s := &RedisSentinel{tb: tb, Master: "allocation-master", MasterAddr: freeLoopbackAddr(tb), ReplicaAddr: freeLoopbackAddr(tb), Addr: freeLoopbackAddr(tb)}
-	s.master = runRedis(tb, s.MasterAddr, "", "--dir", dir)
+	s := &RedisSentinel{tb: tb, Master: "allocation-master", Password: RandomName("pw"),
+		MasterAddr: freeLoopbackAddr(tb), ReplicaAddr: freeLoopbackAddr(tb), Addr: freeLoopbackAddr(tb)}
+	// The replica becomes the master: both ask for the password and give it.
+	auth := []string{"--dir", dir, "--requirepass", s.Password, "--masterauth", s.Password}
+	s.master = runRedis(tb, s.MasterAddr, "", auth...)
 	tb.Cleanup(func() { kill(s.master) })
 	host, port, _ := net.SplitHostPort(s.MasterAddr)
-	s.replica = runRedis(tb, s.ReplicaAddr, "", "--dir", dir, "--replicaof", host, port)
+	s.replica = runRedis(tb, s.ReplicaAddr, "", append(auth, "--replicaof", host, port)...)
 	tb.Cleanup(func() { kill(s.replica) })
 	// The Sentinel rewrites its file: it must be one of its own.
 	conf := filepath.Join(dir, "sentinel.conf")
 	settings := fmt.Sprintf("sentinel monitor %[1]s %[2]s %[3]s 1\n"+
 		"sentinel down-after-milliseconds %[1]s 1000\n"+
-		"sentinel failover-timeout %[1]s 5000\n", s.Master, host, port)
+		"sentinel failover-timeout %[1]s 5000\n"+
+		"sentinel auth-pass %[1]s %[4]s\n"+
+		"requirepass %[4]s\n", s.Master, host, port, s.Password)
 	if err := os.WriteFile(conf, []byte(settings), 0o600); err != nil {
 		tb.Fatal(err)
 	}
@@ -120,7 +128,7 @@ func StartRedisSentinel(tb testing.TB) *RedisSentinel {
 // the Sentinel lists it as a replica it could promote.
 func (s *RedisSentinel) replicaKnown() error {
 	ctx := context.Background()
-	rc := redis.NewClient(&redis.Options{Addr: s.ReplicaAddr})
+	rc := redis.NewClient(&redis.Options{Addr: s.ReplicaAddr, Password: s.Password})
 	defer rc.Close()
 	info, err := rc.Info(ctx, "replication").Result()
 	if err != nil {
@@ -129,7 +137,7 @@ func (s *RedisSentinel) replicaKnown() error {
 	if !strings.Contains(info, "master_link_status:up") {
 		return fmt.Errorf("replica %s not in sync yet", s.ReplicaAddr)
 	}
-	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, Password: s.Password})
 	defer sc.Close()
 	replicas, err := sc.Replicas(ctx, s.Master).Result()
 	if err != nil {
@@ -146,7 +154,8 @@ func (s *RedisSentinel) replicaKnown() error {
 // Client is a failover client of the master, through the Sentinel, closed
 // when the test ends.
 func (s *RedisSentinel) Client(tb testing.TB) *redis.Client {
-	rc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.Master, SentinelAddrs: []string{s.Addr}})
+	rc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.Master, SentinelAddrs: []string{s.Addr},
+		Password: s.Password, SentinelPassword: s.Password})
 	tb.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
@@ -160,7 +169,7 @@ func (s *RedisSentinel) KillMaster() { kill(s.master) }
 func (s *RedisSentinel) FailedOver() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, Password: s.Password})
 	defer sc.Close()
 	addr, err := sc.GetMasterAddrByName(ctx, s.Master).Result()
 	if err != nil {
@@ -169,7 +178,7 @@ func (s *RedisSentinel) FailedOver() error {
 	if got := net.JoinHostPort(addr[0], addr[1]); got != s.ReplicaAddr {
 		return fmt.Errorf("the sentinel still names %s as the master", got)
 	}
-	rc := redis.NewClient(&redis.Options{Addr: s.ReplicaAddr})
+	rc := redis.NewClient(&redis.Options{Addr: s.ReplicaAddr, Password: s.Password})
 	defer rc.Close()
 	role, err := rc.Do(ctx, "ROLE").Slice()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func freeLoopbackAddr(tb testing.TB) string {
 // runRedis starts redis-server on addr, reading the configuration file conf
 // first when it is not empty, with args after the common ones (no
 // persistence, warnings only, output dropped), and waits until it answers
-// PING. It fails the test when redis-server is not installed: nothing is
+// PING (or asks for a password). It fails the test when redis-server is not installed: nothing is
 // skipped. The caller stops the process.
 func runRedis(tb testing.TB, addr, conf string, args ...string) *exec.Cmd {
 	tb.Helper()
@@ -75,7 +76,8 @@ func runRedis(tb testing.TB, addr, conf string, args ...string) *exec.Cmd {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	// NOAUTH is an answer too: the server runs, and wants a password.
+	for err := c.Ping(context.Background()).Err(); err != nil && !strings.HasPrefix(err.Error(), "NOAUTH"); err = c.Ping(context.Background()).Err() {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
