@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -53,8 +54,8 @@ type App struct {
 	cfg      Config
 	log      *slog.Logger
 	db       *sqlx.DB
-	redis    *goredis.Client
-	embedded *embeddedredis.Server // nil with REDIS_URL set
+	redis    goredis.UniversalClient
+	embedded *embeddedredis.Server // nil unless the embedded Redis runs
 	streams  *redis.StreamReader
 	metrics  *metrics.Metrics
 }
@@ -412,9 +413,10 @@ func (a *App) Close() {
 	}
 }
 
-// openRedis returns a client of REDIS_URL or, when it is unset, starts the
-// embedded Redis and returns a client of it with the server.
-func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Server, error) {
+// openRedis returns a client of the Redis cfg names (REDIS_URL, a Cluster
+// or Sentinel) or, when none is set, starts the embedded Redis and returns
+// a client of it with the server.
+func openRedis(cfg Config, log *slog.Logger) (goredis.UniversalClient, *embeddedredis.Server, error) {
 	rawURL := cfg.RedisURL
 	var embedded *embeddedredis.Server
 	if cfg.EmbeddedRedis() {
@@ -429,11 +431,13 @@ func openRedis(cfg Config, log *slog.Logger) (*goredis.Client, *embeddedredis.Se
 	// duration truncated) through a process-wide logger: send it to the
 	// service's JSON log rather than as plain text to stderr.
 	goredis.SetLogger(redis.NewClientLogger(log))
-	var files TLSFiles
-	if embedded == nil {
-		files = cfg.RedisTLS
+	var rc goredis.UniversalClient
+	var err error
+	if embedded != nil {
+		rc, err = newRedisClient(Config{}, rawURL)
+	} else {
+		rc, err = newRedisClient(cfg, rawURL)
 	}
-	rc, err := newRedisClient(rawURL, files)
 	if err != nil {
 		if embedded != nil {
 			embedded.Close()
@@ -456,14 +460,15 @@ func redisCLI(addr string) string {
 }
 
 // RedisClient connects to the Redis the service uses, for a command that
-// runs beside it: REDIS_URL, or, when it is unset, the running service's
-// embedded Redis at EMBEDDED_REDIS_ADDR. It fails when that does not answer.
-func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
+// runs beside it: REDIS_URL, the Cluster or Sentinel's master, or, when none
+// is set, the running service's embedded Redis at EMBEDDED_REDIS_ADDR. It
+// fails when that does not answer.
+func RedisClient(ctx context.Context, cfg Config) (goredis.UniversalClient, error) {
 	rawURL := cfg.RedisURL
 	if cfg.EmbeddedRedis() {
 		rawURL = "redis://" + cfg.EmbeddedRedisAddr + "/0"
 	}
-	rc, err := newRedisClient(rawURL, cfg.RedisTLS)
+	rc, err := newRedisClient(cfg, rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -472,22 +477,49 @@ func RedisClient(ctx context.Context, cfg Config) (*goredis.Client, error) {
 		if cfg.EmbeddedRedis() {
 			return nil, fmt.Errorf("no embedded Redis answers at %s (%w): start the service (allocation serve), or set REDIS_URL", cfg.EmbeddedRedisAddr, err)
 		}
-		return nil, fmt.Errorf("redis at %s: %w", redactURL(cfg.RedisURL), err)
+		return nil, fmt.Errorf("redis %s: %w", redisName(cfg), err)
 	}
 	return rc, nil
 }
 
-// newRedisClient returns a client of rawURL. A rediss:// URL speaks TLS,
-// trusting the system's certificate authorities or, when files name one,
-// files.CAFile's, and showing files' client certificate when the server
-// asks for one. The URL carries the ACL user and password
+// redisName says which Redis cfg names, without a password, for errors.
+func redisName(cfg Config) string {
+	switch {
+	case len(cfg.RedisCluster) > 0:
+		return "cluster " + strings.Join(cfg.RedisCluster, ",")
+	case cfg.RedisSentinel.Set():
+		return "master " + cfg.RedisSentinel.Master + " of the sentinels at " + strings.Join(cfg.RedisSentinel.Addrs, ",")
+	}
+	return "at " + redactURL(cfg.RedisURL)
+}
+
+// Redis client limits. Fail fast while Redis is down: the event log keeps
+// what could not be published and the dispatcher retries it, so a request
+// must not wait. go-redis dials five times, 100 ms apart, by default: half
+// a second that a request holding its product would wait on a Redis that
+// is gone.
+const (
+	redisMaxRetries         = 1
+	redisDialerRetries      = 1
+	redisDialerRetryTimeout = 10 * time.Millisecond
+	redisTimeout            = 2 * time.Second // dial, read and write
+)
+
+// newRedisClient returns a client of the Cluster or Sentinel's master that
+// cfg names, or else of rawURL. A rediss:// URL speaks TLS, trusting the
+// system's certificate authorities or, when cfg.RedisTLS names one, its
+// CAFile's, and showing its client certificate when the server asks for
+// one. The URL carries the ACL user and password
 // (rediss://user:password@host:port/db).
-func newRedisClient(rawURL string, files TLSFiles) (*goredis.Client, error) {
+func newRedisClient(cfg Config, rawURL string) (goredis.UniversalClient, error) {
+	if opts := UniversalOptions(cfg); opts != nil {
+		return goredis.NewUniversalClient(opts), nil
+	}
 	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL %s: %w", redactURL(rawURL), err)
 	}
-	if files.Set() {
+	if files := cfg.RedisTLS; files.Set() {
 		if opts.TLSConfig == nil {
 			return nil, errors.New("REDIS_TLS_* files need a rediss:// REDIS_URL")
 		}
@@ -495,17 +527,35 @@ func newRedisClient(rawURL string, files TLSFiles) (*goredis.Client, error) {
 			return nil, err
 		}
 	}
-	// Fail fast while Redis is down: the event log keeps what could not be
-	// published and the dispatcher retries it, so a request must not wait.
-	opts.MaxRetries = 1
-	// go-redis dials five times, 100 ms apart, by default: half a second
-	// that a request holding its product would wait on a Redis that is gone.
-	opts.DialerRetries = 1
-	opts.DialerRetryTimeout = 10 * time.Millisecond
-	opts.DialTimeout = 2 * time.Second
-	opts.ReadTimeout = 2 * time.Second
-	opts.WriteTimeout = 2 * time.Second
+	opts.MaxRetries = redisMaxRetries
+	opts.DialerRetries = redisDialerRetries
+	opts.DialerRetryTimeout = redisDialerRetryTimeout
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	return goredis.NewClient(opts), nil
+}
+
+// UniversalOptions are go-redis's options for the Redis Cluster or the
+// master behind Sentinel that cfg names (REDIS_USERNAME and REDIS_PASSWORD
+// apply to their nodes), with the service's limits; nil when cfg names
+// neither.
+func UniversalOptions(cfg Config) *goredis.UniversalOptions {
+	var opts *goredis.UniversalOptions
+	switch {
+	case len(cfg.RedisCluster) > 0:
+		// IsClusterMode: a Cluster named by one node is still a Cluster.
+		opts = &goredis.UniversalOptions{Addrs: cfg.RedisCluster, IsClusterMode: true}
+	case cfg.RedisSentinel.Set():
+		s := cfg.RedisSentinel
+		opts = &goredis.UniversalOptions{Addrs: s.Addrs, MasterName: s.Master, SentinelUsername: s.Username, SentinelPassword: s.Password}
+	default:
+		return nil
+	}
+	opts.Username, opts.Password = cfg.RedisAuth.Username, cfg.RedisAuth.Password
+	opts.MaxRetries = redisMaxRetries
+	opts.DialerRetries = redisDialerRetries
+	opts.DialerRetryTimeout = redisDialerRetryTimeout
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
+	return opts
 }
 
 // applyTLSFiles loads the CA and the client certificate files names into c.

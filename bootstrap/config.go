@@ -32,9 +32,20 @@ type Config struct {
 	// DataDir holds the SQLite file when DatabaseURL is empty (DATA_DIR,
 	// default "data", created when missing).
 	DataDir string
-	// RedisURL is the Redis connection URL (REDIS_URL); empty starts an
-	// embedded Redis-protocol server on EmbeddedRedisAddr.
+	// RedisURL is the Redis connection URL (REDIS_URL); empty, with no
+	// Cluster or Sentinel set either, starts an embedded Redis-protocol
+	// server on EmbeddedRedisAddr.
 	RedisURL string
+	// RedisCluster names the nodes of a Redis Cluster to start from
+	// (REDIS_CLUSTER_ADDRS=host:port,host:port,...), in place of RedisURL.
+	RedisCluster []string
+	// RedisSentinel is a master that Redis Sentinels watch, in place of
+	// RedisURL.
+	RedisSentinel Sentinel
+	// RedisAuth is the ACL user and password of the Cluster's nodes, or of
+	// the master and replicas Sentinel names (REDIS_USERNAME,
+	// REDIS_PASSWORD). A REDIS_URL carries its own instead.
+	RedisAuth RedisAuth
 	// EmbeddedRedisAddr is where the embedded Redis listens when RedisURL
 	// is empty (EMBEDDED_REDIS_ADDR, default 127.0.0.1:6380): redis-cli
 	// and other services reach it there.
@@ -109,6 +120,27 @@ type TLSFiles struct {
 	KeyFile  string // REDIS_TLS_KEY_FILE
 }
 
+// Sentinel is a master watched by Redis Sentinels: the service asks them
+// where the master is, and again after a failover.
+type Sentinel struct {
+	Master string   // REDIS_SENTINEL_MASTER: the master's name in the Sentinels' configuration
+	Addrs  []string // REDIS_SENTINEL_ADDRS: host:port of the Sentinels
+	// Username and Password are the Sentinels' own, when they ask for one
+	// (REDIS_SENTINEL_USERNAME, REDIS_SENTINEL_PASSWORD).
+	Username, Password string
+}
+
+// Set reports whether any Sentinel setting is given.
+func (s Sentinel) Set() bool {
+	return s.Master != "" || len(s.Addrs) > 0 || s.Username != "" || s.Password != ""
+}
+
+// RedisAuth is an ACL user and password.
+type RedisAuth struct {
+	Username string // REDIS_USERNAME
+	Password string // REDIS_PASSWORD
+}
+
 // Set reports whether any file is named.
 func (f TLSFiles) Set() bool { return f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" }
 
@@ -171,6 +203,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			KeyFile:  getenv("REDIS_TLS_KEY_FILE"),
 		},
 	}
+	cfg.readRedisTopology(getenv)
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
 	cfg.StreamMaxDeliveries = intSetting(getenv, "STREAM_MAX_DELIVERIES", 5, &errs)
@@ -220,21 +253,7 @@ func (c Config) Validate() error {
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		errs = append(errs, fmt.Errorf("DATABASE_URL %q: want postgres://user@host:port/dbname, or leave it unset for an embedded SQLite file", redactURL(c.DatabaseURL)))
 	}
-	if c.EmbeddedRedis() {
-		if _, port, err := net.SplitHostPort(c.EmbeddedRedisAddr); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("EMBEDDED_REDIS_ADDR %q: want host:port", c.EmbeddedRedisAddr))
-		}
-	} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
-	}
-	if c.RedisTLS.Set() {
-		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
-			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
-		}
-		if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
-			errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
-		}
-	}
+	errs = append(errs, c.validateRedis()...)
 	if !strings.Contains(c.HTTPAddr, ":") {
 		errs = append(errs, fmt.Errorf("HTTP_ADDR %q: want host:port or :port", c.HTTPAddr))
 	}
@@ -261,13 +280,99 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// readRedisTopology reads the settings of a Redis Cluster or Sentinel.
+func (c *Config) readRedisTopology(getenv func(string) string) {
+	c.RedisCluster = addrList(getenv("REDIS_CLUSTER_ADDRS"))
+	c.RedisSentinel = Sentinel{
+		Master:   getenv("REDIS_SENTINEL_MASTER"),
+		Addrs:    addrList(getenv("REDIS_SENTINEL_ADDRS")),
+		Username: getenv("REDIS_SENTINEL_USERNAME"),
+		Password: getenv("REDIS_SENTINEL_PASSWORD"),
+	}
+	c.RedisAuth = RedisAuth{Username: getenv("REDIS_USERNAME"), Password: getenv("REDIS_PASSWORD")}
+}
+
+// validateRedis checks that one Redis is chosen, and every setting of it:
+// REDIS_URL, a Cluster, Sentinel, or none of them (the embedded Redis).
+func (c Config) validateRedis() []error {
+	var errs []error
+	chosen := []string{}
+	if c.RedisURL != "" {
+		chosen = append(chosen, "REDIS_URL")
+	}
+	if len(c.RedisCluster) > 0 {
+		chosen = append(chosen, "REDIS_CLUSTER_ADDRS")
+	}
+	if c.RedisSentinel.Set() {
+		chosen = append(chosen, "REDIS_SENTINEL_MASTER with REDIS_SENTINEL_ADDRS")
+	}
+	if len(chosen) > 1 {
+		errs = append(errs, fmt.Errorf("%s: set one of them, they are different ways to reach Redis", strings.Join(chosen, " and ")))
+	}
+	switch {
+	case c.EmbeddedRedis():
+		if _, port, err := net.SplitHostPort(c.EmbeddedRedisAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("EMBEDDED_REDIS_ADDR %q: want host:port", c.EmbeddedRedisAddr))
+		}
+	case c.RedisURL != "":
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
+		}
+	}
+	errs = append(errs, checkAddrs("REDIS_CLUSTER_ADDRS", c.RedisCluster)...)
+	if s := c.RedisSentinel; s.Set() {
+		if s.Master == "" || len(s.Addrs) == 0 {
+			errs = append(errs, errors.New("REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ADDRS: set both, the master's name and where its Sentinels listen"))
+		}
+		errs = append(errs, checkAddrs("REDIS_SENTINEL_ADDRS", s.Addrs)...)
+	}
+	if c.RedisAuth != (RedisAuth{}) && len(c.RedisCluster) == 0 && c.RedisSentinel.Master == "" {
+		errs = append(errs, errors.New("REDIS_USERNAME and REDIS_PASSWORD are for REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_MASTER; a REDIS_URL carries its own (redis://user:password@host:port/db)"))
+	}
+	if c.RedisTLS.Set() {
+		if len(c.RedisCluster) > 0 || c.RedisSentinel.Set() {
+			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: TLS to a Redis Cluster or through Sentinel is not supported; use a rediss:// REDIS_URL"))
+		} else if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
+			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
+		}
+		if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
+			errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
+		}
+	}
+	return errs
+}
+
+// checkAddrs refuses addresses that are not host:port.
+func checkAddrs(name string, addrs []string) []error {
+	var errs []error
+	for _, a := range addrs {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", name, a))
+		}
+	}
+	return errs
+}
+
+// addrList splits a comma-separated list of addresses, leaving out blanks.
+func addrList(v string) []string {
+	var addrs []string
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
 // EmbeddedDatabase reports whether the data is kept in the SQLite file
 // (DATABASE_URL unset).
 func (c Config) EmbeddedDatabase() bool { return c.DatabaseURL == "" }
 
-// EmbeddedRedis reports whether the service starts its own Redis (REDIS_URL
-// unset).
-func (c Config) EmbeddedRedis() bool { return c.RedisURL == "" }
+// EmbeddedRedis reports whether the service starts its own Redis: neither
+// REDIS_URL nor a Cluster nor Sentinel is set.
+func (c Config) EmbeddedRedis() bool {
+	return c.RedisURL == "" && len(c.RedisCluster) == 0 && !c.RedisSentinel.Set()
+}
 
 // SQLitePath is the embedded database file.
 func (c Config) SQLitePath() string { return filepath.Join(c.DataDir, SQLiteFile) }
@@ -300,9 +405,15 @@ func (c Config) StartupAttrs() []any {
 	} else {
 		attrs = append(attrs, "database", "postgres", "database_url", redactURL(c.DatabaseURL))
 	}
-	if c.EmbeddedRedis() {
+	switch {
+	case c.EmbeddedRedis():
 		attrs = append(attrs, "redis", "embedded", "redis_addr", c.EmbeddedRedisAddr)
-	} else {
+	case len(c.RedisCluster) > 0:
+		attrs = append(attrs, "redis", "cluster", "redis_cluster_addrs", strings.Join(c.RedisCluster, ","))
+	case c.RedisSentinel.Set():
+		attrs = append(attrs, "redis", "sentinel", "redis_sentinel_master", c.RedisSentinel.Master,
+			"redis_sentinel_addrs", strings.Join(c.RedisSentinel.Addrs, ","))
+	default:
 		attrs = append(attrs, "redis", "external", "redis_url", redactURL(c.RedisURL))
 	}
 	return attrs

@@ -26,7 +26,7 @@ const maxAckBatch = 500
 // for an acknowledgement.
 type acker struct {
 	ctx    context.Context // not cancelled: acknowledgements are sent at shutdown too
-	client *goredis.Client
+	client goredis.UniversalClient
 	group  string
 	log    *slog.Logger
 
@@ -43,7 +43,7 @@ type acker struct {
 	closed  chan struct{}
 }
 
-func newAcker(ctx context.Context, c *goredis.Client, group string, log *slog.Logger) *acker {
+func newAcker(ctx context.Context, c goredis.UniversalClient, group string, log *slog.Logger) *acker {
 	return &acker{
 		ctx: ctx, client: c, group: group, log: log,
 		held:    map[string]map[string]struct{}{},

@@ -228,9 +228,45 @@ func (p *Publisher) plan(envs []servicelayer.Envelope) ([]call, error) {
 	return calls, nil
 }
 
-// send runs calls in one pipeline and returns the index of the first that
-// failed, with its error.
+// send runs calls, in as few pipelines as keep their order (waves), and
+// returns the index of the first that failed, with its error. Nothing after
+// a failed call is sent.
 func (p *Publisher) send(ctx context.Context, calls []call) (int, error) {
+	sent := 0
+	for _, wave := range p.waves(calls) {
+		if failed, err := p.sendWave(ctx, wave); err != nil {
+			return sent + failed, err
+		}
+		sent += len(wave)
+	}
+	return sent, nil
+}
+
+// waves splits calls into pipelines sent one after another. One Redis runs
+// a pipeline's commands in order, so on a single node (or Sentinel's
+// master) one pipeline keeps the order across streams. A Cluster client
+// sends each node's share of a pipeline at the same time, so there a call
+// waits for the earlier calls of other slots: a line_deallocated still goes
+// out before the line_allocated that follows it. Calls of one hash tag are
+// on one slot and share a wave.
+func (p *Publisher) waves(calls []call) [][]call {
+	if _, cluster := p.client.(*goredis.ClusterClient); !cluster {
+		return [][]call{calls}
+	}
+	var waves [][]call
+	start := 0
+	for i := 1; i <= len(calls); i++ {
+		if i == len(calls) || hashTag(calls[i].keys[0]) != hashTag(calls[start].keys[0]) {
+			waves = append(waves, calls[start:i])
+			start = i
+		}
+	}
+	return waves
+}
+
+// sendWave runs calls in one pipeline and returns the index of the first
+// that failed, with its error.
+func (p *Publisher) sendWave(ctx context.Context, calls []call) (int, error) {
 	pipe := p.client.Pipeline()
 	cmds := make([]*goredis.Cmd, len(calls))
 	for i, c := range calls {
@@ -252,12 +288,22 @@ func (p *Publisher) send(ctx context.Context, calls []call) (int, error) {
 // makes every key of one call hash to the stream's slot on Redis Cluster
 // (a stream key that has a hash tag of its own keeps it).
 func publishedKeys(stream string) string {
-	if open := strings.IndexByte(stream, '{'); open >= 0 {
-		if end := strings.IndexByte(stream[open+1:], '}'); end > 0 {
-			return stream + ":published:"
-		}
+	if hashTag(stream) != stream {
+		return stream + ":published:"
 	}
 	return "{" + stream + "}:published:"
+}
+
+// hashTag is the part of key that Redis Cluster hashes to find its slot:
+// what is between the first "{" and the next "}" when that is not empty,
+// else the whole key.
+func hashTag(key string) string {
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
+			return key[open+1 : open+1+end]
+		}
+	}
+	return key
 }
 
 func encode(env servicelayer.Envelope) (channel string, body []byte, err error) {

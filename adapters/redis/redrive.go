@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -16,12 +17,12 @@ var ErrNoSubscriber = errors.New("no subscriber received it (is the service's co
 
 // Redriver puts dead letters back where they came from, under a prefix.
 type Redriver struct {
-	client *goredis.Client
+	client goredis.UniversalClient
 	prefix string
 }
 
 // NewRedriver re-drives on prefix+channel; the prefix is used as is.
-func NewRedriver(c *goredis.Client, prefix string) *Redriver {
+func NewRedriver(c goredis.UniversalClient, prefix string) *Redriver {
 	return &Redriver{client: c, prefix: prefix}
 }
 
@@ -42,8 +43,33 @@ func (r *Redriver) Redrive(ctx context.Context, l servicelayer.DeadLetter) error
 	if err != nil {
 		return fmt.Errorf("publish on %s: %w", key, err)
 	}
+	if cluster, ok := r.client.(*goredis.ClusterClient); ok && n == 0 {
+		// A Cluster node counts only its own subscribers, yet sends the
+		// message on to every node: ask them all who listens.
+		if n, err = Subscribers(ctx, cluster, key); err != nil {
+			return fmt.Errorf("published on %s; counting its subscribers: %w", key, err)
+		}
+	}
 	if n == 0 {
 		return fmt.Errorf("publish on %s: %w", key, ErrNoSubscriber)
 	}
 	return nil
+}
+
+// Subscribers counts the clients subscribed to channel on every node of a
+// Cluster, masters and replicas: PUBSUB NUMSUB answers for one node only.
+func Subscribers(ctx context.Context, c *goredis.ClusterClient, channel string) (int64, error) {
+	var mu sync.Mutex
+	var total int64
+	err := c.ForEachShard(ctx, func(ctx context.Context, node *goredis.Client) error {
+		n, err := node.PubSubNumSub(ctx, channel).Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		total += n[channel]
+		mu.Unlock()
+		return nil
+	})
+	return total, err
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -49,7 +49,7 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // goes to one replica, stays pending until it is acknowledged, and is taken
 // over by another replica when its consumer dies.
 type StreamReader struct {
-	client *goredis.Client
+	client goredis.UniversalClient
 	prefix string
 	opts   StreamOptions
 	dead   *Subscriber // for its dead letters
@@ -57,7 +57,7 @@ type StreamReader struct {
 }
 
 // NewStreamReader reads prefix+stream for each stream given to Run.
-func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *slog.Logger) *StreamReader {
+func NewStreamReader(c goredis.UniversalClient, prefix string, opts StreamOptions, log *slog.Logger) *StreamReader {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -65,23 +65,34 @@ func NewStreamReader(c *goredis.Client, prefix string, opts StreamOptions, log *
 }
 
 // Run reads streams until ctx ends, reconnecting with backoff when Redis is
-// away. It calls handle for one entry at a time, in stream order (id is the
-// entry's stream id, payload its "data" field, fields its other fields);
-// handle may block, and Run then reads no further. handle
-// calls settle once the entry is settled (applied, or set aside as a dead
-// letter: true) or not (false), from any goroutine and in any order. Settled
-// entries are acknowledged in batches, never before they are settled; the
-// others stay pending and come back after ClaimIdle. When ctx ends, Run
-// returns only once every entry it handed over is settled and the settled
-// ones are acknowledged.
+// away. Each stream is read on its own (one XREADGROUP per stream, not one
+// over all of them): on Redis Cluster the streams live in different hash
+// slots, and one command may only touch keys of one slot. It calls handle
+// for one entry of a stream at a time, in stream order (id is the entry's
+// stream id, payload its "data" field, fields its other fields); entries of
+// different streams may be handed over at the same time, from different
+// goroutines. handle may block, and Run then reads no further on that
+// stream. handle calls settle once the entry is settled (applied, or set
+// aside as a dead letter: true) or not (false), from any goroutine and in
+// any order. Settled entries are acknowledged in batches, never before they
+// are settled; the others stay pending and come back after ClaimIdle. When
+// ctx ends, Run returns only once every entry it handed over is settled and
+// the settled ones are acknowledged.
 func (r *StreamReader) Run(ctx context.Context, streams []string, handle streamHandler) error {
 	acks := newAcker(context.WithoutCancel(ctx), r.client, r.opts.Group, r.log)
 	go acks.run()
-	err := untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"streams", streams}, func(healthy func()) error {
-		return r.read(ctx, streams, handle, acks, healthy)
-	})
+	var readers sync.WaitGroup
+	for _, stream := range streams {
+		readers.Go(func() {
+			// untilCancelled returns (nil) only once ctx ends.
+			_ = untilCancelled(ctx, r.log, "redis stream read failed, retrying", []any{"stream", stream}, func(healthy func()) error {
+				return r.read(ctx, stream, handle, acks, healthy)
+			})
+		})
+	}
+	readers.Wait()
 	acks.close()
-	return err
+	return nil
 }
 
 type streamHandler = func(ctx context.Context, stream, id string, payload []byte, fields map[string]string, settle func(settled bool))
@@ -89,33 +100,27 @@ type streamHandler = func(ctx context.Context, stream, id string, payload []byte
 // readCount is how many entries one XREADGROUP asks for.
 const readCount = 100
 
-func (r *StreamReader) read(ctx context.Context, streams []string, handle streamHandler, acks *acker, healthy func()) error {
-	keys := make([]string, len(streams))
-	for i, s := range streams {
-		keys[i] = r.prefix + s
-		// From "0": entries appended before any replica ever ran count too.
-		err := r.client.XGroupCreateMkStream(ctx, keys[i], r.opts.Group, "0").Err()
-		if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
-			return fmt.Errorf("create group on %s: %w", keys[i], err)
-		}
+// read creates the group on stream when it is missing and reads the stream
+// through it, taking over entries left idle too long, until ctx ends or
+// Redis fails.
+func (r *StreamReader) read(ctx context.Context, stream string, handle streamHandler, acks *acker, healthy func()) error {
+	key := r.prefix + stream
+	// From "0": entries appended before any replica ever ran count too.
+	err := r.client.XGroupCreateMkStream(ctx, key, r.opts.Group, "0").Err()
+	if err != nil && !strings.Contains(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create group on %s: %w", key, err)
 	}
 	healthy()
-	args := append(slices.Clone(keys), make([]string, len(keys))...)
-	for i := range keys {
-		args[len(keys)+i] = ">"
-	}
 	nextClaim := time.Now()
 	for ctx.Err() == nil {
 		if time.Now().After(nextClaim) {
-			for _, key := range keys {
-				if err := r.reclaim(ctx, key, handle, acks); err != nil {
-					return err
-				}
+			if err := r.reclaim(ctx, key, handle, acks); err != nil {
+				return err
 			}
 			nextClaim = time.Now().Add(r.opts.ClaimIdle / 2)
 		}
 		res, err := r.client.XReadGroup(ctx, &goredis.XReadGroupArgs{
-			Group: r.opts.Group, Consumer: r.opts.Consumer, Streams: args, Count: readCount, Block: time.Second,
+			Group: r.opts.Group, Consumer: r.opts.Consumer, Streams: []string{key, ">"}, Count: readCount, Block: time.Second,
 		}).Result()
 		if errors.Is(err, goredis.Nil) {
 			continue
@@ -125,9 +130,9 @@ func (r *StreamReader) read(ctx context.Context, streams []string, handle stream
 		}
 		// Every entry read is in hand, even when ctx ends meanwhile: all of
 		// them are handed over, and Run waits for them.
-		for _, stream := range res {
-			for _, m := range stream.Messages {
-				r.deliver(ctx, stream.Stream, m, handle, acks)
+		for _, s := range res {
+			for _, m := range s.Messages {
+				r.deliver(ctx, s.Stream, m, handle, acks)
 			}
 		}
 	}

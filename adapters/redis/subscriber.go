@@ -25,7 +25,7 @@ const (
 
 // Subscriber receives messages on prefixed channels and keeps dead letters.
 type Subscriber struct {
-	client *goredis.Client
+	client goredis.UniversalClient
 	prefix string
 	log    *slog.Logger
 
@@ -36,7 +36,7 @@ type Subscriber struct {
 }
 
 // NewSubscriber subscribes to prefix+channel; the prefix is used as is.
-func NewSubscriber(c *goredis.Client, prefix string, log *slog.Logger) *Subscriber {
+func NewSubscriber(c goredis.UniversalClient, prefix string, log *slog.Logger) *Subscriber {
 	if log == nil {
 		log = slog.Default()
 	}

@@ -73,9 +73,11 @@ type Source interface {
 }
 
 // StreamSource delivers stream entries that stay pending until settled.
-// *redis.StreamReader is one. It calls handle one entry at a time in stream
-// order, with the entry's "data" field as payload and its other fields as
-// fields; handle may block (backpressure) and calls settle exactly once, later
+// *redis.StreamReader is one. It calls handle one entry of a stream at a
+// time in stream order (entries of different streams may come at the same
+// time, from different goroutines: handle must allow that), with the entry's
+// "data" field as payload and its other fields as fields; handle may block
+// (backpressure) and calls settle exactly once, later
 // and from another goroutine, saying whether the entry is settled (applied,
 // or set aside) and may be acknowledged. Run returns only once every entry
 // it handed over has been settled.

@@ -57,6 +57,25 @@ func TestAnOperatorListsAndRetriesARefusedMessage(t *testing.T) {
 	t.Parallel()
 	s := startService(t)
 	s.removeKeys()
+	operatorRetriesARefusedMessage(t, s)
+
+	out, err := s.command("dead-letters", "retry", "999999").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "no such dead letter") {
+		t.Fatalf("retrying an unknown id: %v\n%s\nwant exit code 1 and an error naming it", err, out)
+	}
+	out, err = s.command("dead-letters", "retry", "x").CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `"x" is not a dead letter id`) {
+		t.Fatalf("retry x: %v\n%s\nwant exit code 2 and the usage error", err, out)
+	}
+}
+
+// operatorRetriesARefusedMessage plays the operator on the running service
+// s: an allocation that came on the channel before its stock is refused,
+// listed by dead-letters list, and applied once dead-letters retry re-drives
+// it.
+func operatorRetriesARefusedMessage(t *testing.T, s *service) {
+	t.Helper()
 	sku, order := testenv.RandomName("SKU-"), testenv.RandomName("o-")
 	s.publish("allocate", map[string]any{"orderid": order, "sku": sku, "qty": 2})
 
@@ -85,16 +104,6 @@ func TestAnOperatorListsAndRetriesARefusedMessage(t *testing.T) {
 	})
 	if letters = s.deadLetters(); len(letters) != 1 || letters[0].RetriedAt == "" {
 		t.Fatalf("dead letters after the retry %+v, want the one marked retried", letters)
-	}
-
-	out, err = s.command("dead-letters", "retry", "999999").CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "no such dead letter") {
-		t.Fatalf("retrying an unknown id: %v\n%s\nwant exit code 1 and an error naming it", err, out)
-	}
-	out, err = s.command("dead-letters", "retry", "x").CombinedOutput()
-	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `"x" is not a dead letter id`) {
-		t.Fatalf("retry x: %v\n%s\nwant exit code 2 and the usage error", err, out)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"allocation/tests/testenv"
 )
 
@@ -32,8 +34,8 @@ func TestEmbeddedModeRunsTheBooksScenarioAndKeepsTheDataAcrossARestart(t *testin
 		t.Fatalf("first log line %q: %v", first, err)
 	}
 	wantFile := filepath.Join(dataDir, "allocation.db")
-	if startup["mode"] != "embedded" || startup["data_file"] != wantFile || startup["redis_addr"] != s.redis.Options().Addr {
-		t.Fatalf("first log line %s; want mode embedded, data_file %s, redis_addr %s", first, wantFile, s.redis.Options().Addr)
+	if startup["mode"] != "embedded" || startup["data_file"] != wantFile || startup["redis_addr"] != s.redis.(*goredis.Client).Options().Addr {
+		t.Fatalf("first log line %s; want mode embedded, data_file %s, redis_addr %s", first, wantFile, s.redis.(*goredis.Client).Options().Addr)
 	}
 	if _, err := os.Stat(wantFile); err != nil {
 		t.Fatalf("the data file: %v", err)

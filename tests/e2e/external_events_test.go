@@ -25,7 +25,16 @@ type lineAllocated struct {
 
 func TestChangeBatchQuantityLeadingToReallocation(t *testing.T) {
 	t.Parallel()
-	s := startService(t)
+	reallocationScenario(t, startService(t))
+}
+
+// reallocationScenario is the book's scenario on the running service s: two
+// batches, an order allocated over HTTP to the earlier one, whose quantity
+// a change_batch_quantity message on the channel then lowers; line_allocated
+// announces the order on the later batch, with the chain of causes, and the
+// view follows.
+func reallocationScenario(t *testing.T, s *service) {
+	t.Helper()
 	orderID, sku := testenv.RandomName("order-"), testenv.RandomName("sku-")
 	earlier, later := testenv.RandomName("old-"), testenv.RandomName("newer-")
 	s.addBatch(earlier, sku, 10, "2011-01-01")

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"allocation/adapters/redis"
 	"allocation/tests/testenv"
 )
 
@@ -52,7 +54,7 @@ type service struct {
 	dbURL    string
 	dataDir  string // the SQLite file's directory, when dbURL is empty
 	bin      string // the binary to run; empty: the one TestMain built
-	redis    *goredis.Client
+	redis    goredis.UniversalClient
 	env      []string // extra environment
 	cmd      *exec.Cmd
 	exited   chan error
@@ -72,13 +74,23 @@ func startService(t *testing.T) *service {
 // starting it.
 func newService(t *testing.T, redisURL string) *service {
 	t.Helper()
+	s := newServiceOn(t, testenv.Redis(t))
+	s.redisURL = redisURL
+	return s
+}
+
+// newServiceOn prepares a service against the Redis rc reaches, without
+// starting it: env names that Redis to the service (REDIS_CLUSTER_ADDRS=…,
+// REDIS_SENTINEL_…), and its replicas inherit env.
+func newServiceOn(t *testing.T, rc goredis.UniversalClient, env ...string) *service {
+	t.Helper()
 	s := &service{
-		t:        t,
-		prefix:   testenv.Prefix(),
-		redisURL: redisURL,
-		dbURL:    testenv.FreshDatabase(t),
-		redis:    testenv.Redis(t),
-		logs:     &syncBuffer{},
+		t:      t,
+		prefix: testenv.Prefix(),
+		dbURL:  testenv.FreshDatabase(t),
+		redis:  rc,
+		env:    env,
+		logs:   &syncBuffer{},
 	}
 	// Registered before stopAtEnd, so it runs once the process is stopped.
 	testenv.DeleteKeysAtEnd(t, s.redis, s.prefix)
@@ -119,8 +131,11 @@ func (s *service) stopAtEnd() {
 	})
 }
 
-// replica prepares another process on the same database and prefix.
+// replica prepares another process on the same database, Redis and prefix;
+// env is added to the first process's (a setting given in both takes the
+// replica's value).
 func (s *service) replica(env ...string) *service {
+	env = append(slices.Clone(s.env), env...)
 	r := &service{t: s.t, prefix: s.prefix, redisURL: s.redisURL, dbURL: s.dbURL, dataDir: s.dataDir, redis: s.redis, env: env, logs: &syncBuffer{}}
 	s.t.Cleanup(func() {
 		if r.cmd != nil {
@@ -198,15 +213,25 @@ func (s *service) waitForSubscriber(channel string) {
 	s.t.Helper()
 	name := s.prefix + channel
 	testenv.Eventually(s.t, 10*time.Second, func() error {
-		n, err := s.redis.PubSubNumSub(context.Background(), name).Result()
+		n, err := subscribers(s.redis, name)
 		if err != nil {
 			return err
 		}
-		if n[name] < 1 {
+		if n < 1 {
 			return fmt.Errorf("nobody subscribed to %s yet", name)
 		}
 		return nil
 	})
+}
+
+// subscribers counts the clients subscribed to channel: on a Cluster, on
+// every node (each answers PUBSUB NUMSUB for itself).
+func subscribers(rc goredis.UniversalClient, channel string) (int64, error) {
+	if cluster, ok := rc.(*goredis.ClusterClient); ok {
+		return redis.Subscribers(context.Background(), cluster, channel)
+	}
+	n, err := rc.PubSubNumSub(context.Background(), channel).Result()
+	return n[channel], err
 }
 
 // stop sends SIGTERM and waits for a graceful exit; it returns the exit error.

@@ -93,13 +93,20 @@ func TestThreeReplicasShareTheStreamAndSurviveAKill(t *testing.T) {
 	// Not parallel: three services applying 2,000 messages as fast as the
 	// machine allows starve a latency-bound test beside them (200 requests
 	// on one SKU within 4 s each) on two cores.
-	const orders = 2000
-	s := newService(t, testenv.RedisURL())
-	s.env = []string{"CONSUMER_NAME=replica-1", "STREAM_CLAIM_IDLE=1s"}
+	threeReplicasShareTheStream(t, newService(t, testenv.RedisURL()), 2000)
+}
+
+// threeReplicasShareTheStream starts s (prepared, not started) and two
+// replicas of it, appends orders allocate messages to the stream and kills
+// one replica with SIGKILL a third of the way through. Every order must be
+// allocated exactly once and announced exactly once on the outbound stream.
+func threeReplicasShareTheStream(t *testing.T, s *service, orders int) {
+	t.Helper()
+	s.env = append(s.env, "CONSUMER_NAME=replica-1", "STREAM_CLAIM_IDLE=1s")
 	s.start()
-	victim := s.replica("CONSUMER_NAME=replica-2", "STREAM_CLAIM_IDLE=1s")
+	victim := s.replica("CONSUMER_NAME=replica-2")
 	victim.start()
-	third := s.replica("CONSUMER_NAME=replica-3", "STREAM_CLAIM_IDLE=1s")
+	third := s.replica("CONSUMER_NAME=replica-3")
 	third.start()
 
 	skus := make([]string, 20)

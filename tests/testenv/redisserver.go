@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,16 +25,7 @@ type RedisServer struct {
 // ends.
 func StartRedisServer(tb testing.TB) *RedisServer {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		tb.Fatalf("redis-server is not installed (make services installs it): %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &RedisServer{tb: tb, Addr: addr}
+	s := &RedisServer{tb: tb, Addr: freeLoopbackAddr(tb)}
 	s.Start()
 	tb.Cleanup(s.Stop)
 	return s
@@ -45,32 +37,60 @@ func (s *RedisServer) URL() string { return "redis://" + s.Addr + "/0" }
 // Start starts the server (again, empty) and waits until it answers.
 func (s *RedisServer) Start() {
 	s.tb.Helper()
-	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning")
-	// Its warnings (memory overcommit) would bury the test's own output.
-	s.cmd.Stdout, s.cmd.Stderr = nil, nil
-	if err := s.cmd.Start(); err != nil {
-		s.tb.Fatalf("start redis-server: %v", err)
+	s.cmd = runRedis(s.tb, s.Addr, "")
+}
+
+// freeLoopbackAddr is a 127.0.0.1 port that was free a moment ago.
+func freeLoopbackAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// runRedis starts redis-server on addr, reading the configuration file conf
+// first when it is not empty, with args after the common ones (no
+// persistence, warnings only, output dropped), and waits until it answers
+// PING (or asks for a password). It fails the test when redis-server is not installed: nothing is
+// skipped. The caller stops the process.
+func runRedis(tb testing.TB, addr, conf string, args ...string) *exec.Cmd {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatalf("redis-server is not installed (make services installs it): %v", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	common := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"}
+	var argv []string
+	if conf != "" {
+		argv = append(argv, conf) // redis-server wants the file first
+	}
+	cmd := exec.Command("redis-server", append(append(argv, common...), args...)...)
+	// Its warnings (memory overcommit) would bury the test's own output.
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	// NOAUTH is an answer too: the server runs, and wants a password.
+	for err := c.Ping(context.Background()).Err(); err != nil && !strings.HasPrefix(err.Error(), "NOAUTH"); err = c.Ping(context.Background()).Err() {
 		if time.Now().After(deadline) {
-			s.tb.Fatalf("redis-server on %s did not answer within 10s", s.Addr)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			tb.Fatalf("redis-server on %s did not answer within 10s", addr)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a process start, bounded above
 	}
+	return cmd
 }
 
 // Stop kills the server; what it held is gone.
 func (s *RedisServer) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server cannot die otherwise
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	kill(s.cmd)
 	s.cmd = nil
 }
 

@@ -81,8 +81,27 @@ func DeleteKeysAtEnd(tb testing.TB, rc redis.UniversalClient, prefix string) {
 
 // DeleteKeys deletes every key under prefix (SCAN MATCH prefix*), and the
 // publisher's published-id hashes of its streams ({prefix…}:published:…,
-// named with a Cluster hash tag), and returns the names it deleted.
+// named with a Cluster hash tag), and returns the names it deleted. On a
+// Cluster it scans every master: SCAN sees the keys of one node.
 func DeleteKeys(ctx context.Context, rc redis.UniversalClient, prefix string) ([]string, error) {
+	cluster, ok := rc.(*redis.ClusterClient)
+	if !ok {
+		return deleteKeys(ctx, rc, prefix)
+	}
+	var mu sync.Mutex
+	var deleted []string
+	err := cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		keys, err := deleteKeys(ctx, node, prefix)
+		mu.Lock()
+		defer mu.Unlock()
+		deleted = append(deleted, keys...)
+		return err
+	})
+	return deleted, err
+}
+
+// deleteKeys is DeleteKeys on one node.
+func deleteKeys(ctx context.Context, rc redis.UniversalClient, prefix string) ([]string, error) {
 	var deleted []string
 	for _, pattern := range []string{escapeGlob(prefix) + "*", "{" + escapeGlob(prefix) + "*"} {
 		iter := rc.Scan(ctx, 0, pattern, 1000).Iterator()

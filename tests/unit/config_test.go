@@ -190,3 +190,79 @@ func TestPublishedIDTTLComesFromTheEnvironmentAndIsAtLeastAMinute(t *testing.T) 
 		})
 	}
 }
+
+func TestConfigReachesARedisClusterOrSentinelWithoutTheEmbeddedRedis(t *testing.T) {
+	t.Parallel()
+	cluster, err := bootstrap.FromEnv(env(map[string]string{
+		"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7000,10.0.0.3:7000",
+		"REDIS_USERNAME":      "allocation",
+		"REDIS_PASSWORD":      "secret",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cluster.EmbeddedRedis() || cluster.Mode() != "sqlite+redis" {
+		t.Fatalf("a Cluster runs mode %s, embedded Redis %v", cluster.Mode(), cluster.EmbeddedRedis())
+	}
+	opts := bootstrap.UniversalOptions(cluster)
+	if opts == nil || !opts.IsClusterMode || len(opts.Addrs) != 3 || opts.Addrs[1] != "10.0.0.2:7000" || opts.MasterName != "" {
+		t.Fatalf("cluster options %+v, want cluster mode on the three nodes", opts)
+	}
+	if opts.Username != "allocation" || opts.Password != "secret" || opts.MaxRetries != 1 {
+		t.Fatalf("cluster options: user %q, password %q, retries %d; want allocation, secret, 1", opts.Username, opts.Password, opts.MaxRetries)
+	}
+	if a := attrs(cluster); a["redis"] != "cluster" || a["redis_cluster_addrs"] != "10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000" || strings.Contains(fmt.Sprint(a), "secret") {
+		t.Fatalf("start-up line %v; want the cluster's nodes and no password", a)
+	}
+
+	sentinel, err := bootstrap.FromEnv(env(map[string]string{
+		"DATABASE_URL":            "postgres://u@db:5432/allocation",
+		"REDIS_SENTINEL_MASTER":   "mymaster",
+		"REDIS_SENTINEL_ADDRS":    "s1:26379,s2:26379",
+		"REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+		"REDIS_PASSWORD":          "secret",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = bootstrap.UniversalOptions(sentinel)
+	if sentinel.EmbeddedRedis() || sentinel.Mode() != "postgres+redis" || opts == nil || opts.MasterName != "mymaster" ||
+		len(opts.Addrs) != 2 || opts.SentinelPassword != "sentinel-secret" || opts.Password != "secret" || opts.IsClusterMode {
+		t.Fatalf("sentinel: mode %s, options %+v", sentinel.Mode(), opts)
+	}
+	if a := attrs(sentinel); a["redis"] != "sentinel" || a["redis_sentinel_master"] != "mymaster" || strings.Contains(fmt.Sprint(a), "secret") {
+		t.Fatalf("start-up line %v; want the master's name and no password", a)
+	}
+	single, _ := bootstrap.FromEnv(env(map[string]string{"REDIS_URL": "redis://cache:6379/0"}))
+	if bootstrap.UniversalOptions(single) != nil {
+		t.Fatal("REDIS_URL alone gave universal options; it is a single server")
+	}
+}
+
+func TestConfigRefusesRedisSettingsThatContradictEachOther(t *testing.T) {
+	t.Parallel()
+	const nodes = "127.0.0.1:7000,127.0.0.1:7001"
+	cases := []struct {
+		vars map[string]string
+		want string // part of the error
+	}{
+		{map[string]string{"REDIS_CLUSTER_ADDRS": nodes, "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_ADDRS": "s:26379"}, "REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_MASTER"},
+		{map[string]string{"REDIS_URL": "redis://cache:6379/0", "REDIS_CLUSTER_ADDRS": nodes}, "REDIS_URL and REDIS_CLUSTER_ADDRS: set one"},
+		{map[string]string{"REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_ADDRS": "s:26379"}, "REDIS_URL and REDIS_SENTINEL_MASTER"},
+		{map[string]string{"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ADDRS: set both"},
+		{map[string]string{"REDIS_SENTINEL_ADDRS": "s:26379"}, "REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ADDRS: set both"},
+		{map[string]string{"REDIS_CLUSTER_ADDRS": "127.0.0.1"}, `REDIS_CLUSTER_ADDRS: "127.0.0.1" is not host:port`},
+		{map[string]string{"REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_ADDRS": "s:26379,:"}, `REDIS_SENTINEL_ADDRS: ":" is not host:port`},
+		{map[string]string{"REDIS_URL": "redis://cache:6379/0", "REDIS_PASSWORD": "secret"}, "REDIS_USERNAME and REDIS_PASSWORD are for"},
+		{map[string]string{"REDIS_PASSWORD": "secret"}, "REDIS_USERNAME and REDIS_PASSWORD are for"},
+		{map[string]string{"REDIS_CLUSTER_ADDRS": nodes, "REDIS_TLS_CA_FILE": "ca.crt"}, "TLS to a Redis Cluster or through Sentinel is not supported"},
+	}
+	for _, c := range cases {
+		_, err := bootstrap.FromEnv(env(c.vars))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error saying %q", c.vars, err, c.want)
+		} else if strings.Contains(err.Error(), "secret") {
+			t.Errorf("%v: the error shows the password: %v", c.vars, err)
+		}
+	}
+}
