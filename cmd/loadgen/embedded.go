@@ -93,11 +93,12 @@ func soak(ctx context.Context, clients int, d time.Duration, op func(ctx context
 // /allocate from soakClients clients over soakSKUs SKUs for d, and adds to
 // t the throughput of the first minute (the first half of a shorter soak)
 // and of the last one, and how the sustained throughput compares with
-// PostgreSQL's under the same load (pg, measured by the caller).
-func embeddedSoak(ctx context.Context, bin string, d time.Duration, pg summary, t *table) error {
+// PostgreSQL's under the same load (pg, measured by the caller). A
+// non-empty admin is the service's ADMIN_ADDR, for profiling it meanwhile.
+func embeddedSoak(ctx context.Context, bin string, d time.Duration, admin string, pg summary, t *table) error {
 	b := &bench{http: newHTTPClient(), run: randomName(""), prefix: randomName("bench") + "."}
 	progress("starting %s serve in the embedded mode", bin)
-	svc, rdb, err := startEmbedded(ctx, bin, b.prefix)
+	svc, rdb, err := startEmbedded(ctx, bin, b.prefix, "ADMIN_ADDR="+admin)
 	if err != nil {
 		return err
 	}
