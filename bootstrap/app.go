@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.EmbeddedRedis() {
 		// The embedded server holds the ids in this process's memory, and
 		// this process is its only publisher.
-		publisher.SetPublishedIDLimit(redis.EmbeddedPublishedIDLimit)
+		publisher.SetPublishedIDLimit(cfg.PublishedIDLimit)
 	}
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
 		UoW:       store,
