@@ -340,6 +340,35 @@ func TestRedisPublisherRemembersAnIDForAtLeastTheTTL(t *testing.T) {
 	})
 }
 
+// The publisher asks for MAXLEN ~ n on every append: both servers keep
+// about n entries, the newest. Redis trims whole nodes of its stream (100
+// entries by default), so it may keep up to a node more; the embedded
+// server trims to n exactly.
+func TestOutboundStreamsKeepAboutTheirMaxLenOfTheNewestEntries(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		const maxLen = 100
+		pub := redis.NewPublisher(rc, prefix)
+		pub.SetStreamMaxLen(maxLen)
+		var last string
+		for round := range 10 {
+			batch := make([]servicelayer.Envelope, 100)
+			for i := range batch {
+				batch[i] = allocatedEnv(100*round + i)
+			}
+			if err := pub.PublishBatch(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			last = batch[len(batch)-1].MessageID
+		}
+		ids := streamIDs(t, rc, prefix+redis.LineAllocated)
+		if len(ids) < maxLen || len(ids) >= 2*maxLen || ids[len(ids)-1] != last {
+			t.Fatalf("stream keeps %d entries of 1,000; want about %d, ending with the newest", len(ids), maxLen)
+		}
+	})
+}
+
 // publishedIDs counts the ids kept in every generation of stream's
 // published ids, by key.
 func publishedIDs(t *testing.T, rc *goredis.Client, stream string) map[string]int64 {
