@@ -45,15 +45,15 @@ const (
 	DefaultPublishedIDTTL = 15 * time.Minute
 	// EmbeddedPublishedIDLimit is how many ids a generation holds on the
 	// embedded server (SetPublishedIDLimit), whose memory is the process's:
-	// at most twice as many are kept, some 110 bytes each there (about 45
-	// MB in all), where the TTL alone kept 1.8 million at 1,000 events/s.
-	// An id is then remembered for at least the TTL or 200,000 later
-	// events of its stream, whichever comes first: 100 s at the 2,000
-	// events/s the embedded mode does not reach on 2 cores, against the 35
-	// s a transient failure can put between two attempts of one delivery
+	// at most twice as many are kept, about 105 bytes each there (21 MB in
+	// all), where the TTL alone kept up to 1.8 million at 1,000 events/s.
+	// An id is then remembered for at least the TTL or 100,000 later
+	// events of its stream, whichever comes first: 50 s at 2,000 events/s,
+	// twice what the embedded mode does on 2 cores, against the 35 s a
+	// transient failure puts between two attempts of one delivery at most
 	// (DeliveryTimeout, then a retry at most 30 s later). A crash needs no
 	// window there: it takes the embedded server and its streams with it.
-	EmbeddedPublishedIDLimit = 200_000
+	EmbeddedPublishedIDLimit = 100_000
 	// MinPublishedIDTTL is the shortest window accepted: below a minute a
 	// delivery retried after a short outage would already be forgotten.
 	MinPublishedIDTTL = time.Minute

@@ -192,7 +192,7 @@ func TestPublishedIDTTLComesFromTheEnvironmentAndIsAtLeastAMinute(t *testing.T) 
 }
 
 // PUBLISHED_ID_LIMIT bounds the ids of a generation on the embedded Redis:
-// 200,000 unless set, and a positive count when set.
+// 100,000 unless set, and a positive count when set.
 func TestPublishedIDLimitComesFromTheEnvironment(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -200,7 +200,7 @@ func TestPublishedIDLimitComesFromTheEnvironment(t *testing.T) {
 		want  int64  // when valid
 		err   string // part of the error when not
 	}{
-		{"", 200_000, ""},
+		{"", 100_000, ""},
 		{"5000", 5000, ""},
 		{"0", 0, "PUBLISHED_ID_LIMIT"},
 		{"-1", 0, "PUBLISHED_ID_LIMIT"},
