@@ -100,6 +100,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
 	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
 	publisher.SetPublishedIDTTL(cfg.PublishedIDTTL)
+	if cfg.EmbeddedRedis() {
+		// The embedded server holds the ids in this process's memory, and
+		// this process is its only publisher.
+		publisher.SetPublishedIDLimit(cfg.PublishedIDLimit)
+	}
 	bus := servicelayer.NewBus(servicelayer.Dependencies{
 		UoW:            store,
 		Publisher:      publisher,

@@ -109,6 +109,13 @@ type Config struct {
 	// within it is dropped, a later one is published again. Ids are kept up
 	// to twice as long, which bounds what Redis holds for them.
 	PublishedIDTTL time.Duration
+	// PublishedIDLimit is how many published ids a generation holds on the
+	// embedded Redis (PUBLISHED_ID_LIMIT, default
+	// redis.EmbeddedPublishedIDLimit): it keeps them in this process's
+	// memory, so a generation ends after that many events too, and at most
+	// two are kept. Ignored with REDIS_URL set, where generations are by
+	// time alone since replicas may share the Redis.
+	PublishedIDLimit int64
 }
 
 // TLSFiles are PEM files for a TLS client: CAFile replaces the system's
@@ -207,6 +214,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	var errs []error
 	cfg.StreamMaxLen = intSetting(getenv, "STREAM_MAXLEN", 100_000, &errs)
 	cfg.StreamMaxDeliveries = intSetting(getenv, "STREAM_MAX_DELIVERIES", 5, &errs)
+	cfg.PublishedIDLimit = intSetting(getenv, "PUBLISHED_ID_LIMIT", redis.EmbeddedPublishedIDLimit, &errs)
 	cfg.ConsumerConcurrency = int(intSetting(getenv, "CONSUMER_CONCURRENCY", DefaultConsumerConcurrency, &errs))
 	cfg.StreamClaimIdle = 30 * time.Second
 	if v := getenv("STREAM_CLAIM_IDLE"); v != "" {

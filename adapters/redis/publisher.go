@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -42,6 +43,17 @@ const (
 	// (62,000 ids took 5.5 MB on Redis 7): at 1,000 events/s, 15 minutes
 	// hold 80 to 160 MB; a day would hold gigabytes.
 	DefaultPublishedIDTTL = 15 * time.Minute
+	// EmbeddedPublishedIDLimit is how many ids a generation holds on the
+	// embedded server (SetPublishedIDLimit), whose memory is the process's:
+	// at most twice as many are kept, about 105 bytes each there (21 MB in
+	// all), where the TTL alone kept up to 1.8 million at 1,000 events/s.
+	// An id is then remembered for at least the TTL or 100,000 later
+	// events of its stream, whichever comes first: 50 s at 2,000 events/s,
+	// twice what the embedded mode does on 2 cores, against the 35 s a
+	// transient failure puts between two attempts of one delivery at most
+	// (DeliveryTimeout, then a retry at most 30 s later). A crash needs no
+	// window there: it takes the embedded server and its streams with it.
+	EmbeddedPublishedIDLimit = 100_000
 	// MinPublishedIDTTL is the shortest window accepted: below a minute a
 	// delivery retried after a short outage would already be forgotten.
 	MinPublishedIDTTL = time.Minute
@@ -113,13 +125,41 @@ type Publisher struct {
 	maxLen int64
 	ttl    time.Duration
 	now    func() time.Time
+	// idLimit, when not 0, ends a generation of published ids after that
+	// many events as well as after the TTL; counted holds each stream's
+	// current generation then.
+	idLimit int64
+	mu      sync.Mutex
+	counted map[string]*generation
+}
+
+// generation is a stream's current generation of published ids when they
+// are counted: its number, when it began, and how many events went into it.
+type generation struct {
+	num     int64
+	started time.Time
+	sent    int64
 }
 
 // NewPublisher publishes on prefix+channel and appends to the stream of the
 // same name; the prefix is used as is.
 func NewPublisher(c goredis.UniversalClient, prefix string) *Publisher {
-	return &Publisher{client: c, prefix: prefix, maxLen: DefaultStreamMaxLen, ttl: DefaultPublishedIDTTL, now: time.Now}
+	return &Publisher{client: c, prefix: prefix, maxLen: DefaultStreamMaxLen, ttl: DefaultPublishedIDTTL, now: time.Now,
+		counted: map[string]*generation{}}
 }
+
+// SetPublishedIDLimit bounds the published ids Redis holds for a stream to
+// two generations of n events and one batch each (0, the default, bounds
+// them by the TTL only): a generation ends after n events as well as after
+// the TTL, and the one this leaves unchecked is deleted. An id is then
+// remembered for at least the TTL or n later events of its stream,
+// whichever comes first.
+//
+// The generations are counted in this process, so it must be the only
+// publisher on its Redis and prefix, as in the embedded mode (the embedded
+// server is the process's own); replicas sharing a Redis would number their
+// generations apart and miss each other's ids.
+func (p *Publisher) SetPublishedIDLimit(n int64) { p.idLimit = max(n, 0) }
 
 // SetStreamMaxLen changes roughly how many entries each outbound stream keeps.
 func (p *Publisher) SetStreamMaxLen(n int64) { p.maxLen = n }
@@ -169,18 +209,18 @@ func (p *Publisher) Publish(ctx context.Context, env servicelayer.Envelope) erro
 // them), never a later one without an earlier one, and calling PublishBatch
 // again with the same envs publishes the rest, in order.
 func (p *Publisher) PublishBatch(ctx context.Context, envs []servicelayer.Envelope) error {
-	calls, err := p.plan(envs)
+	calls, stale, err := p.plan(envs)
 	if err != nil || len(calls) == 0 {
 		return err
 	}
-	failed, err := p.send(ctx, calls)
+	failed, err := p.send(ctx, stale, calls)
 	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis lost its scripts (a restart, SCRIPT FLUSH): load it and
 		// send the failed call and every later one again; those that went
 		// through skip their events, being published already.
 		if err = publishMany.Load(ctx, p.client).Err(); err == nil {
 			var again int
-			again, err = p.send(ctx, calls[failed:])
+			again, err = p.send(ctx, nil, calls[failed:])
 			failed += again
 		}
 	}
@@ -200,43 +240,87 @@ type call struct {
 }
 
 // plan encodes envs and groups them into calls of publishMany: consecutive
-// events of one channel, at most maxEventsPerCall each.
-func (p *Publisher) plan(envs []servicelayer.Envelope) ([]call, error) {
+// events of one channel, at most maxEventsPerCall each. It also returns the
+// keys of published ids no longer checked, to delete (SetPublishedIDLimit).
+func (p *Publisher) plan(envs []servicelayer.Envelope) ([]call, []string, error) {
 	genSeconds := int64(p.ttl / time.Second)
-	gen := p.now().Unix() / genSeconds
 	var calls []call
-	last := map[string]string{} // channel -> id of its latest event so far
+	last := map[string]string{}  // channel -> id of its latest event so far
+	events := map[string]int64{} // stream -> events
 	for _, env := range envs {
 		channel, body, err := encode(env)
 		if err != nil {
-			return nil, fmt.Errorf("publish %s: %w", env.MessageID, err)
+			return nil, nil, fmt.Errorf("publish %s: %w", env.MessageID, err)
 		}
 		if n := len(calls); n == 0 || calls[n-1].channel != channel || calls[n-1].events == maxEventsPerCall {
-			stream := p.prefix + channel
-			published := publishedKeys(stream)
-			calls = append(calls, call{
-				channel: channel,
-				keys:    []string{stream, published + strconv.FormatInt(gen, 10), published + strconv.FormatInt(gen-1, 10)},
-				args:    []any{p.prefix + channel, p.maxLen, genSeconds, last[channel]},
-			})
+			calls = append(calls, call{channel: channel, args: []any{p.prefix + channel, p.maxLen, genSeconds, last[channel]}})
 		}
 		c := &calls[len(calls)-1]
 		c.args = append(c.args, env.MessageID, body, env.TraceParent, env.TraceState)
 		c.events++
 		last[channel] = env.MessageID
+		events[p.prefix+channel]++
 	}
-	return calls, nil
+	gens, stale := p.generations(events)
+	for i := range calls {
+		stream := p.prefix + calls[i].channel
+		published, gen := publishedKeys(stream), gens[stream]
+		calls[i].keys = []string{stream, published + strconv.FormatInt(gen, 10), published + strconv.FormatInt(gen-1, 10)}
+	}
+	return calls, stale, nil
 }
 
-// send runs calls, in as few pipelines as keep their order (waves), and
-// returns the index of the first that failed, with its error. Nothing after
-// a failed call is sent.
-func (p *Publisher) send(ctx context.Context, calls []call) (int, error) {
+// generations picks the generation of published ids that each stream's
+// events go into, given how many go to each, and names the generations
+// that this makes unchecked. By default the generation of time t is t /
+// TTL (Unix seconds), and Redis expires the old ones. With a limit each
+// stream's generations are counted here instead: one ends when the TTL has
+// passed since it began or when it took the limit of events, and the one
+// before it, checked no more, is to be deleted.
+func (p *Publisher) generations(events map[string]int64) (map[string]int64, []string) {
+	now := p.now()
+	gens := make(map[string]int64, len(events))
+	if p.idLimit == 0 {
+		for stream := range events {
+			gens[stream] = now.Unix() / int64(p.ttl/time.Second)
+		}
+		return gens, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var stale []string
+	for stream, n := range events {
+		g := p.counted[stream]
+		switch {
+		case g == nil:
+			// Unix seconds: a restarted process does not reuse the
+			// numbers of generations it may have left on a Redis.
+			g = &generation{num: now.Unix(), started: now}
+			p.counted[stream] = g
+		case g.sent >= p.idLimit || now.Sub(g.started) >= p.ttl:
+			// Full once it took the limit, not before a batch would take
+			// it over: an id then stays checked through limit later
+			// events, batches of them included.
+			stale = append(stale, publishedKeys(stream)+strconv.FormatInt(g.num-1, 10))
+			*g = generation{num: g.num + 1, started: now}
+		}
+		g.sent += n
+		gens[stream] = g.num
+	}
+	return gens, stale
+}
+
+// send deletes the stale keys and runs calls, in as few pipelines as keep
+// their order (waves), and returns the index of the first call that failed,
+// with its error. Nothing after a failed call is sent. A failed delete is no
+// failure: the key expires anyway.
+func (p *Publisher) send(ctx context.Context, stale []string, calls []call) (int, error) {
 	sent := 0
 	for _, wave := range p.waves(calls) {
-		if failed, err := p.sendWave(ctx, wave); err != nil {
+		if failed, err := p.sendWave(ctx, stale, wave); err != nil {
 			return sent + failed, err
 		}
+		stale = nil // deleted with the first wave
 		sent += len(wave)
 	}
 	return sent, nil
@@ -264,10 +348,13 @@ func (p *Publisher) waves(calls []call) [][]call {
 	return waves
 }
 
-// sendWave runs calls in one pipeline and returns the index of the first
-// that failed, with its error.
-func (p *Publisher) sendWave(ctx context.Context, calls []call) (int, error) {
+// sendWave deletes the stale keys and runs calls in one pipeline, and
+// returns the index of the first call that failed, with its error.
+func (p *Publisher) sendWave(ctx context.Context, stale []string, calls []call) (int, error) {
 	pipe := p.client.Pipeline()
+	for _, key := range stale {
+		pipe.Del(ctx, key)
+	}
 	cmds := make([]*goredis.Cmd, len(calls))
 	for i, c := range calls {
 		cmds[i] = publishMany.EvalSha(ctx, pipe, c.keys, c.args...)
@@ -282,9 +369,9 @@ func (p *Publisher) sendWave(ctx context.Context, calls []call) (int, error) {
 }
 
 // publishedKeys is the name of the published ids of stream, less the
-// generation number: "{<stream>}:published:". The generation of time t is
-// t / TTL (Unix seconds), so an id written in generation g is found by
-// every check until g+1 ends: at least one TTL, at most two. The hash tag
+// generation number: "{<stream>}:published:". An id written in generation
+// g is found by every check until g+1 ends: by time alone, at least one
+// TTL and at most two (see generations). The hash tag
 // makes every key of one call hash to the stream's slot on Redis Cluster
 // (a stream key that has a hash tag of its own keeps it).
 func publishedKeys(stream string) string {

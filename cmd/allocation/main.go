@@ -79,6 +79,8 @@ file and runs a Redis-protocol server of its own (embedded mode).
   STREAM_MAXLEN  roughly how many entries each outbound stream keeps (default 100000)
   PUBLISHED_ID_TTL       how long a published event's message_id is remembered, so that
                          a redelivery is dropped (default 15m, at least 1m)
+  PUBLISHED_ID_LIMIT     in the embedded mode, how many published ids a generation holds
+                         as well (default 100000; two generations are kept)
   STREAM_CLAIM_IDLE      how long an inbound stream entry stays with a silent replica
                          before another takes it over (default 30s)
   STREAM_MAX_DELIVERIES  deliveries of an inbound entry before it is dead-lettered (default 5)

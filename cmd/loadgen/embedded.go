@@ -93,11 +93,12 @@ func soak(ctx context.Context, clients int, d time.Duration, op func(ctx context
 // /allocate from soakClients clients over soakSKUs SKUs for d, and adds to
 // t the throughput of the first minute (the first half of a shorter soak)
 // and of the last one, and how the sustained throughput compares with
-// PostgreSQL's under the same load (pg, measured by the caller).
-func embeddedSoak(ctx context.Context, bin string, d time.Duration, pg summary, t *table) error {
+// PostgreSQL's under the same load (pg, measured by the caller). A
+// non-empty admin is the service's ADMIN_ADDR, for profiling it meanwhile.
+func embeddedSoak(ctx context.Context, bin string, d time.Duration, admin string, pg summary, t *table) error {
 	b := &bench{http: newHTTPClient(), run: randomName(""), prefix: randomName("bench") + "."}
 	progress("starting %s serve in the embedded mode", bin)
-	svc, rdb, err := startEmbedded(ctx, bin, b.prefix)
+	svc, rdb, err := startEmbedded(ctx, bin, b.prefix, "ADMIN_ADDR="+admin)
 	if err != nil {
 		return err
 	}
@@ -108,6 +109,7 @@ func embeddedSoak(ctx context.Context, bin string, d time.Duration, pg summary, 
 		return fmt.Errorf("prepare the embedded service: %w", err)
 	}
 	progress("embedded: POST /allocate, %d SKUs, %d clients, %s", soakSKUs, soakClients, d)
+	cpu := sampleCPU(ctx, svc.pid(), int(d/soakWindow))
 	tl := soak(ctx, soakClients, d, func(ctx context.Context, rng *rand.Rand) error {
 		_, err := b.allocate(ctx, b.newOrder(), skus[rng.IntN(len(skus))])
 		return err
@@ -126,11 +128,18 @@ func embeddedSoak(ctx context.Context, bin string, d time.Duration, pg summary, 
 		target: "≥ 0.9× first, 0 failures", met: mark(held >= 0.9 && first.failures == 0 && last.failures == 0)}, last.firstErr, "")
 	t.add(row{name: fmt.Sprintf("embedded (last %s) / PostgreSQL, %d SKUs, %d clients", spanLen, soakSKUs, soakClients),
 		result: fmt.Sprintf("%.0f / %.0f req/s", last.rate(), pg.rate()), ratio: fmt.Sprintf("%.2f×", last.rate()/max(pg.rate(), 1e-9))}, "", "")
+	t.add(row{name: "CPU per request of the embedded service, last / first", result: cpu.perOp(n-span, n, last.ops),
+		ratio: fmt.Sprintf("%s first", cpu.perOp(0, span, first.ops))}, "", "")
 	rss, err := peakRSS(svc.pid())
 	if err != nil {
 		return err
 	}
 	t.add(row{name: "peak RSS of the embedded service (VmHWM)", result: fmt.Sprintf("%.1f MB", float64(rss)/(1<<20))}, "", "")
+	entries, ids, err := redisHoldings(ctx, rdb, b.prefix, "line_allocated", "line_deallocated")
+	if err != nil {
+		return err
+	}
+	t.add(row{name: "the embedded Redis at the end: stream entries, published ids", result: fmt.Sprintf("%s, %s", thousands(int(entries)), thousands(int(ids)))}, "", "")
 	if lines := svc.logLines(); lines > 0 {
 		t.note(fmt.Sprintf("the embedded service logged %d lines at warn or above: %s", lines, svc.logs.Name()))
 	}

@@ -47,6 +47,9 @@ type config struct {
 	// every other measurement but the PostgreSQL reference of the soak.
 	soak         time.Duration
 	embeddedOnly bool
+	// embeddedAdmin, when set, is the embedded service's ADMIN_ADDR, so
+	// that its profiles can be taken during the soak.
+	embeddedAdmin string
 }
 
 // sizes of one run: the full one, or the -quick smoke run.
@@ -72,6 +75,7 @@ func main() {
 	flag.BoolVar(&cfg.historyOnly, "history-only", false, "run only the history phases (GET /events on a million events; allocate while pruning)")
 	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
 	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
+	flag.StringVar(&cfg.embeddedAdmin, "embedded-admin", "", "ADMIN_ADDR of the embedded service (host:port), to profile it during the soak through /debug/pprof/")
 	flag.Parse()
 	if cfg.duration == 0 {
 		cfg.duration = 8 * time.Second
@@ -178,7 +182,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	t.add(row{name: fmt.Sprintf("POST /allocate, %d SKUs, %d clients", soakSKUs, soakClients), result: fmt.Sprintf("%.0f req/s", pgRef.rate()),
 		p50: ms(pgRef.p50), p99: ms(pgRef.p99), fail: fmt.Sprint(pgRef.failures)}, pgRef.firstErr, "")
 	if cfg.embeddedOnly {
-		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, pgRef, &t); err != nil {
+		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, &t); err != nil {
 			return fmt.Errorf("embedded soak: %w", err)
 		}
 		fmt.Fprintf(out, "allocation benchmark, embedded soak only, %s, %d CPUs, %s for PostgreSQL\n\n",
@@ -282,7 +286,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	}
 
 	if cfg.target == "" {
-		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, pgRef, &t); err != nil {
+		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, &t); err != nil {
 			return fmt.Errorf("embedded soak: %w", err)
 		}
 	} else {

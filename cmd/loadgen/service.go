@@ -88,8 +88,9 @@ func startService(ctx context.Context, bin, dbURL, redisURL, prefix string, rdb 
 
 // startEmbedded runs `bin serve` in the embedded mode (SQLite in a new
 // directory under the system's temporary one, its own Redis on a free port)
-// and returns it with a client of its Redis, closed by stop.
-func startEmbedded(ctx context.Context, bin, prefix string) (*service, *goredis.Client, error) {
+// and returns it with a client of its Redis, closed by stop; env is added
+// to the service's environment.
+func startEmbedded(ctx context.Context, bin, prefix string, env ...string) (*service, *goredis.Client, error) {
 	dir, err := os.MkdirTemp("", "loadgen-embedded-*")
 	if err != nil {
 		return nil, nil, fmt.Errorf("create the data directory: %w", err)
@@ -99,7 +100,8 @@ func startEmbedded(ctx context.Context, bin, prefix string) (*service, *goredis.
 		return nil, nil, err
 	}
 	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr})
-	s, err := startProcess(ctx, bin, prefix, rdb, "DATABASE_URL=", "REDIS_URL=", "DATA_DIR="+dir, "EMBEDDED_REDIS_ADDR="+redisAddr)
+	env = append([]string{"DATABASE_URL=", "REDIS_URL=", "DATA_DIR=" + dir, "EMBEDDED_REDIS_ADDR=" + redisAddr}, env...)
+	s, err := startProcess(ctx, bin, prefix, rdb, env...)
 	if err != nil {
 		rdb.Close()
 		os.RemoveAll(dir)

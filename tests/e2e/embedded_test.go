@@ -106,3 +106,39 @@ func (s *service) command(args ...string) *exec.Cmd {
 	cmd.Env = append(cmd.Env, s.env...)
 	return cmd
 }
+
+// The embedded Redis keeps published ids in the service's memory, so there
+// a generation of them also ends after PUBLISHED_ID_LIMIT events: after 40
+// allocations with a limit of 5, it holds two generations, not 40 ids, and
+// every event reached the stream once.
+func TestEmbeddedModeKeepsTwoGenerationsOfPublishedIDsBoundedByCount(t *testing.T) {
+	t.Parallel()
+	s := newEmbeddedService(t, t.TempDir())
+	s.env = append(s.env, "PUBLISHED_ID_LIMIT=5")
+	s.start()
+	s.addBatch("b-bounded", "BOUNDED-LAMP", 1000, nil)
+	const orders = 40
+	for i := range orders {
+		if status, body := s.post("/allocate", map[string]any{"orderid": fmt.Sprintf("o%d", i), "sku": "BOUNDED-LAMP", "qty": 1}); status != http.StatusAccepted {
+			t.Fatalf("allocate o%d: %d %v", i, status, body)
+		}
+	}
+	ctx := context.Background()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n, err := s.redis.XLen(ctx, "line_allocated").Result(); err != nil || n != orders {
+			return fmt.Errorf("line_allocated holds %d entries (%v), want %d", n, err, orders)
+		}
+		return nil
+	})
+	keys, err := s.redis.Keys(ctx, "{line_allocated}:published:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids int64
+	for _, k := range keys {
+		ids += s.redis.HLen(ctx, k).Val()
+	}
+	if len(keys) > 2 || ids >= orders {
+		t.Fatalf("the embedded Redis keeps %d ids in %v; want at most two generations of about 5", ids, keys)
+	}
+}

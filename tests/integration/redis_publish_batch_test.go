@@ -340,6 +340,137 @@ func TestRedisPublisherRemembersAnIDForAtLeastTheTTL(t *testing.T) {
 	})
 }
 
+// The publisher asks for MAXLEN ~ n on every append: both servers keep
+// about n entries, the newest. Redis trims whole nodes of its stream (100
+// entries by default), so it may keep up to a node more; the embedded
+// server trims to n exactly.
+func TestOutboundStreamsKeepAboutTheirMaxLenOfTheNewestEntries(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		const maxLen = 100
+		pub := redis.NewPublisher(rc, prefix)
+		pub.SetStreamMaxLen(maxLen)
+		var last string
+		for round := range 10 {
+			batch := make([]servicelayer.Envelope, 100)
+			for i := range batch {
+				batch[i] = allocatedEnv(100*round + i)
+			}
+			if err := pub.PublishBatch(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			last = batch[len(batch)-1].MessageID
+		}
+		ids := streamIDs(t, rc, prefix+redis.LineAllocated)
+		if len(ids) < maxLen || len(ids) >= 2*maxLen || ids[len(ids)-1] != last {
+			t.Fatalf("stream keeps %d entries of 1,000; want about %d, ending with the newest", len(ids), maxLen)
+		}
+	})
+}
+
+// publishedIDs counts the ids kept in every generation of stream's
+// published ids, by key.
+func publishedIDs(t *testing.T, rc *goredis.Client, stream string) map[string]int64 {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	iter := rc.Scan(ctx, 0, "{"+stream+"}:published:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int64{}
+	for _, k := range keys {
+		n, err := rc.HLen(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("HLEN %s: %v", k, err)
+		}
+		ids[k] = n
+	}
+	return ids
+}
+
+// With a limit of 100 ids a generation, 1,000 events in batches of 40
+// leave at most two generations of under 140 ids in Redis: the generations
+// rotate by count, and the one a rotation leaves unchecked is deleted. An
+// id is still remembered through 100 later events, and forgotten once two
+// generations passed it.
+func TestRedisPublisherWithAnIDLimitKeepsTwoGenerationsOfAtMostTheLimit(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		const limit = 100
+		pub := redis.NewPublisher(rc, prefix)
+		pub.SetPublishedIDLimit(limit)
+		stream := prefix + redis.LineAllocated
+		var envs []servicelayer.Envelope
+		for round := range 25 {
+			batch := make([]servicelayer.Envelope, 40)
+			for i := range batch {
+				batch[i] = allocatedEnv(100*round + i)
+			}
+			if err := pub.PublishBatch(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			envs = append(envs, batch...)
+			kept := publishedIDs(t, rc, stream)
+			if len(kept) > 2 || slices.ContainsFunc(slices.Collect(maps.Values(kept)), func(n int64) bool { return n >= limit+int64(len(batch)) }) {
+				t.Fatalf("after %d events Redis keeps %v published ids; want at most 2 generations of %d and a batch", len(envs), kept, limit)
+			}
+		}
+		recent, old := envs[len(envs)-limit:], envs[:len(envs)-3*limit]
+		if err := pub.PublishBatch(context.Background(), append(slices.Clone(recent), old[0])); err != nil {
+			t.Fatal(err)
+		}
+		ids := streamIDs(t, rc, stream)
+		if n := len(ids); n != len(envs)+1 || ids[n-1] != old[0].MessageID {
+			t.Fatalf("stream has %d entries ending in %s; want the %d events once and the forgotten %s again at the end",
+				n, ids[n-1], len(envs), old[0].MessageID)
+		}
+	})
+}
+
+// With a limit, a generation also ends after the TTL however few events
+// went into it: an id published in a quiet hour is remembered through the
+// next generation and forgotten after it, as without a limit, and the
+// generation that held it is deleted.
+func TestRedisPublisherWithAnIDLimitStillRotatesAfterTheTTL(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		const ttl = time.Minute
+		pub := redis.NewPublisher(rc, prefix)
+		pub.SetPublishedIDLimit(1000)
+		pub.SetPublishedIDTTL(ttl)
+		start := time.Now()
+		var clock time.Time
+		pub.SetClock(func() time.Time { return clock })
+		stream := prefix + redis.LineAllocated
+		a := allocatedEnv(0)
+		var want []string
+		for i, at := range []time.Duration{0, ttl - time.Second, ttl, 2 * ttl} {
+			clock = start.Add(at)
+			other := allocatedEnv(i + 1)
+			if err := pub.PublishBatch(context.Background(), []servicelayer.Envelope{a, other}); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 || i == 3 {
+				want = append(want, a.MessageID)
+			}
+			want = append(want, other.MessageID)
+		}
+		if got := streamIDs(t, rc, stream); !slices.Equal(got, want) {
+			t.Fatalf("stream %v; want %s once within two generations and again after them: %v", got, a.MessageID, want)
+		}
+		if kept := publishedIDs(t, rc, stream); len(kept) != 2 {
+			t.Fatalf("published ids kept in %v; want the last two generations only", kept)
+		}
+	})
+}
+
 // Redis lost its scripts (a restart, SCRIPT FLUSH): the publisher loads the
 // script again and publishes. Run on the embedded server only: flushing the
 // scripts of the shared Redis would disturb other tests.

@@ -266,3 +266,34 @@ func TestConfigRefusesRedisSettingsThatContradictEachOther(t *testing.T) {
 		}
 	}
 }
+
+// PUBLISHED_ID_LIMIT bounds the ids of a generation on the embedded Redis:
+// 100,000 unless set, and a positive count when set.
+func TestPublishedIDLimitComesFromTheEnvironment(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		value string
+		want  int64  // when valid
+		err   string // part of the error when not
+	}{
+		{"", 100_000, ""},
+		{"5000", 5000, ""},
+		{"0", 0, "PUBLISHED_ID_LIMIT"},
+		{"-1", 0, "PUBLISHED_ID_LIMIT"},
+		{"lots", 0, "PUBLISHED_ID_LIMIT"},
+	}
+	for _, c := range cases {
+		t.Run("PUBLISHED_ID_LIMIT="+c.value, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := bootstrap.FromEnv(env(map[string]string{"PUBLISHED_ID_LIMIT": c.value}))
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("FromEnv: %v", err)
+			case c.err == "" && cfg.PublishedIDLimit != c.want:
+				t.Fatalf("PublishedIDLimit = %d, want %d", cfg.PublishedIDLimit, c.want)
+			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("FromEnv error = %v, want one naming %q", err, c.err)
+			}
+		})
+	}
+}
