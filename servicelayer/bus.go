@@ -31,7 +31,7 @@ type commandUnit struct {
 }
 
 // Do runs fn as the command's atomic change (Work.Do), in a span of its
-// own. The events it commits are sealed under that span (Seal), so their
+// own. The events it commits are sealed under that span (NewEnvelope), so their
 // deliveries are its children.
 func (u commandUnit) Do(ctx context.Context, fn func(tx Tx) error) (queued []Delivery, err error) {
 	ctx, span := u.tracer.Start(ctx, "unit_of_work")
@@ -214,7 +214,7 @@ func (b *Bus) drain(ctx context.Context, work Work, queue []Delivery) {
 		d := queue[0]
 		queue = queue[1:]
 		t := turn{d.Event.ProductSKU(), d.Handler}
-		if !d.InTurn || blocked[t] || b.pauses.paused(d.Handler, time.Now()) {
+		if !d.FirstInLine || blocked[t] || b.pauses.paused(d.Handler, time.Now()) {
 			// Left pending for the dispatcher, and so is every later
 			// delivery of this product for the handler.
 			blocked[t] = true

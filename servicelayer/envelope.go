@@ -34,9 +34,9 @@ type Envelope struct {
 	Event       domain.Event
 }
 
-// Seal gives a new event its identity, and the cause and trace context ctx
+// NewEnvelope gives a new event its identity, and the cause and trace context ctx
 // carries. The unit of work calls it when it writes the event to the log.
-func Seal(ctx context.Context, ev domain.Event, now time.Time) Envelope {
+func NewEnvelope(ctx context.Context, ev domain.Event, now time.Time) Envelope {
 	c := CauseOf(ctx)
 	parent, state := TraceContext(ctx)
 	return Envelope{MessageID: uuid.NewString(), OccurredAt: now.UTC(), CausationID: c.CausationID, CorrelationID: c.CorrelationID,
@@ -47,9 +47,9 @@ func Seal(ctx context.Context, ev domain.Event, now time.Time) Envelope {
 type Delivery struct {
 	Envelope
 	Handler string
-	// InTurn says that when the unit of work queued this delivery, no
+	// FirstInLine says that when the unit of work queued this delivery, no
 	// earlier event of the product was pending for the handler: the process
 	// that committed it may deliver it at once. A delivery not in turn is
 	// left to the dispatcher, which keeps the order.
-	InTurn bool
+	FirstInLine bool
 }

@@ -38,7 +38,7 @@ type Work interface {
 	// its bookkeeping commit together. It returns ErrNotDelivered, without
 	// running fn, unless the delivery is pending, nobody else holds it, and
 	// every earlier event of the same product is done for this handler (a
-	// delivery marked InTurn was found so when it was queued). When fn fails
+	// delivery marked FirstInLine was found so when it was queued). When fn fails
 	// the failure is recorded. A transient failure leaves the delivery due
 	// (the bus pauses the handler instead); a permanent one (ErrPermanent)
 	// makes it due after the retry policy's delay, or parks it as dead after

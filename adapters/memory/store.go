@@ -343,7 +343,7 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
 	for _, p := range t.order {
 		s.products[p.SKU()] = record(p)
 		for _, ev := range p.PullEvents() {
-			env := servicelayer.Seal(ctx, ev, s.now())
+			env := servicelayer.NewEnvelope(ctx, ev, s.now())
 			env.LogID = int64(len(s.log) + 1)
 			entry := &logEntry{env: env, deliveries: map[string]*delivery{}}
 			if change, ok := servicelayer.AllocationsViewChange(ev); ok {
@@ -352,7 +352,7 @@ func (s *Store) commit(ctx context.Context, t *tx) []servicelayer.Delivery {
 			for _, h := range s.routes[ev.Name()] {
 				inTurn := !waiting(before, ev.ProductSKU(), h)
 				entry.deliveries[h] = &delivery{next: env.OccurredAt}
-				out = append(out, servicelayer.Delivery{Envelope: env, Handler: h, InTurn: inTurn})
+				out = append(out, servicelayer.Delivery{Envelope: env, Handler: h, FirstInLine: inTurn})
 			}
 			s.log = append(s.log, entry)
 		}

@@ -38,9 +38,9 @@ func newDialect(db *sqlx.DB) *Dialect {
 // BindType implements sqlstore.Dialect.
 func (d *Dialect) BindType() int { return sqlx.QUESTION }
 
-// Apply implements sqlstore.Dialect.
-func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	queued, wake, err := sqlstore.ApplyInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, c)
+// Write implements sqlstore.Dialect.
+func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
+	queued, wake, err := sqlstore.WriteInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, c)
 	if err != nil {
 		return nil, Classify(fmt.Errorf("write unit of work: %w", err))
 	}

@@ -18,19 +18,20 @@ type Changes struct {
 	Now, FirstAttempt time.Time
 	// InboxIDs are the inbound message ids to record.
 	InboxIDs []string
-	// Done are the deliveries the unit of work completes.
-	Done []DeliveryKey
-	// Delivered are deliveries of the products written that this process
-	// made but has not marked done yet: turn checks count them as done.
-	Delivered []DeliveryKey
+	// Completed are the deliveries the unit of work completes.
+	Completed []DeliveryKey
+	// DeliveredUnmarked are deliveries of the products written that this
+	// process made but has not marked done yet: turn checks count them as
+	// done.
+	DeliveredUnmarked []DeliveryKey
 
 	NewProducts []ProductVersion
 	// Unchanged are products the unit of work decided on without changing
 	// them, from a cached copy: their version must not have moved either.
 	Unchanged []ProductVersion
-	// Unseen are lines decided on from a cached product, which does not
+	// LinesNotLoaded are lines decided on from a cached product, which does not
 	// know them: they must not have been allocated before.
-	Unseen         []domain.OrderLine
+	LinesNotLoaded []domain.OrderLine
 	Bumped         []VersionBump
 	NewBatches     []NewBatch
 	ChangedBatches []BatchChange
@@ -107,10 +108,10 @@ type DeliveryKey struct {
 
 // Queued is a delivery a unit of work queued.
 type Queued struct {
-	MessageID string
-	LogID     int64
-	Handler   string
-	InTurn    bool
+	MessageID   string
+	LogID       int64
+	Handler     string
+	FirstInLine bool
 }
 
 // merge joins the changes of units of work on different products into one
@@ -125,11 +126,11 @@ func merge(all []*Changes) *Changes {
 			m.Now, m.FirstAttempt = c.Now, c.FirstAttempt
 		}
 		m.InboxIDs = append(m.InboxIDs, c.InboxIDs...)
-		m.Done = append(m.Done, c.Done...)
-		m.Delivered = append(m.Delivered, c.Delivered...)
+		m.Completed = append(m.Completed, c.Completed...)
+		m.DeliveredUnmarked = append(m.DeliveredUnmarked, c.DeliveredUnmarked...)
 		m.NewProducts = append(m.NewProducts, c.NewProducts...)
 		m.Unchanged = append(m.Unchanged, c.Unchanged...)
-		m.Unseen = append(m.Unseen, c.Unseen...)
+		m.LinesNotLoaded = append(m.LinesNotLoaded, c.LinesNotLoaded...)
 		m.Bumped = append(m.Bumped, c.Bumped...)
 		m.NewBatches = append(m.NewBatches, c.NewBatches...)
 		m.ChangedBatches = append(m.ChangedBatches, c.ChangedBatches...)
@@ -176,16 +177,16 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 	}
 	// A line the unit of work allocates is refused by the allocations key
 	// should it be there already; the others are checked.
-	for _, l := range s.unseen {
+	for _, l := range s.linesNotLoaded {
 		if !slices.ContainsFunc(c.AddedLines, func(a PlacedLine) bool { return a.Line == l }) {
-			c.Unseen = append(c.Unseen, l)
+			c.LinesNotLoaded = append(c.LinesNotLoaded, l)
 		}
 	}
 	var view viewChanges
 	for _, p := range s.seen {
 		events := p.PullEvents()
 		if len(events) > 0 {
-			c.Delivered = append(c.Delivered, s.store.marks.of(p.SKU())...)
+			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.of(p.SKU())...)
 		}
 		for _, ev := range events {
 			logged, err := s.store.logged(ctx, ev, now)
@@ -245,7 +246,7 @@ func (s *Store) logged(ctx context.Context, ev domain.Event, now time.Time) (Log
 		return LoggedEvent{}, err
 	}
 	return LoggedEvent{
-		Envelope: servicelayer.Seal(ctx, ev, now),
+		Envelope: servicelayer.NewEnvelope(ctx, ev, now),
 		Payload:  string(payload),
 		OrderID:  orderID,
 		BatchRef: batchRef,

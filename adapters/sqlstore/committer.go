@@ -13,9 +13,9 @@ import (
 // write may carry, and how long a write may take when no caller waits for
 // it any longer.
 const (
-	writers     = 4
-	maxMerged   = 64
-	lostCallers = 10 * time.Second
+	writers             = 4
+	maxMerged           = 64
+	abandonedWriteLimit = 10 * time.Second
 )
 
 // errClosed: the store was closed while a unit of work waited to be written.
@@ -92,9 +92,9 @@ func (c *committer) run() {
 			return
 		}
 		batch, later := c.gather(first)
-		c.apply(batch)
+		c.writeGroup(batch)
 		for _, req := range later {
-			c.apply([]*commit{req})
+			c.writeGroup([]*commit{req})
 		}
 	}
 }
@@ -131,12 +131,12 @@ func (c *committer) gather(first *commit) (batch, later []*commit) {
 	return batch, later
 }
 
-// apply writes a batch in one step. When the merged write is refused (one
+// writeGroup writes a batch in one step. When the merged write is refused (one
 // unit of work conflicts, repeats a message, completes a delivery done
 // already), each is written alone and gets its own answer.
-func (c *committer) apply(batch []*commit) {
+func (c *committer) writeGroup(batch []*commit) {
 	live := batch[:0]
-	deadline := time.Now().Add(lostCallers)
+	deadline := time.Now().Add(abandonedWriteLimit)
 	for _, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			req.done <- commitResult{err: errors.Join(servicelayer.ErrUnavailable, err)}
@@ -154,7 +154,7 @@ func (c *committer) apply(batch []*commit) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
 	defer cancel()
 	if len(live) == 1 {
-		queued, err := c.dialect.Apply(ctx, live[0].changes)
+		queued, err := c.dialect.Write(ctx, live[0].changes)
 		live[0].done <- commitResult{queued: queued, err: err}
 		return
 	}
@@ -162,7 +162,7 @@ func (c *committer) apply(batch []*commit) {
 	for i, req := range live {
 		all[i] = req.changes
 	}
-	queued, err := c.dialect.Apply(ctx, merge(all))
+	queued, err := c.dialect.Write(ctx, merge(all))
 	switch {
 	case err == nil:
 		byMessage := map[string][]Queued{}
@@ -182,7 +182,7 @@ func (c *committer) apply(batch []*commit) {
 		}
 	default:
 		for _, req := range live {
-			queued, err := c.dialect.Apply(ctx, req.changes)
+			queued, err := c.dialect.Write(ctx, req.changes)
 			req.done <- commitResult{queued: queued, err: err}
 		}
 	}

@@ -23,9 +23,9 @@ type session struct {
 	// cached are the products taken from the cache rather than read: their
 	// version is checked by the write even when they did not change.
 	cached map[string]bool
-	// unseen are the lines asked for whose products came from the cache:
+	// linesNotLoaded are the lines asked for whose products came from the cache:
 	// the write checks that they were not allocated already.
-	unseen []domain.OrderLine
+	linesNotLoaded []domain.OrderLine
 }
 
 func (s *Store) begin(w *Work) *session {
@@ -90,7 +90,7 @@ func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Produc
 func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
 	p, err := r.get(ctx, line.SKU, true, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
 	if p != nil && r.cached[line.SKU] {
-		r.unseen = append(r.unseen, line)
+		r.linesNotLoaded = append(r.linesNotLoaded, line)
 	}
 	return p, err
 }

@@ -39,14 +39,14 @@ const FirstAttemptGrace = 2 * time.Second
 type Dialect interface {
 	// BindType is the placeholder style of the driver (sqlx.DOLLAR, ...).
 	BindType() int
-	// Apply writes the changes of one unit of work atomically and returns
+	// Write writes the changes of one unit of work atomically and returns
 	// the deliveries it queued, with their event's LogID. A product that
 	// changed since it was read fails with ErrConflict, a repeated inbox id
 	// with servicelayer.ErrDuplicateMessage, a delivery to mark done that is
 	// no longer pending with servicelayer.ErrNotDelivered. Deliveries not in
 	// turn, and later deliveries waiting for the one marked done, wake the
 	// dispatchers.
-	Apply(ctx context.Context, c *Changes) ([]Queued, error)
+	Write(ctx context.Context, c *Changes) ([]Queued, error)
 	// MarkDone marks done deliveries whose handler changed nothing stored,
 	// and wakes the dispatchers when later deliveries of their product wait
 	// for them. Losing this write in a crash is harmless (the delivery is

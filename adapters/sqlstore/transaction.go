@@ -13,8 +13,8 @@ import (
 	"allocation/servicelayer"
 )
 
-// ApplyInTransaction writes c statement by statement in one transaction on
-// db, with ? placeholders rebound to bind. It is Apply for a database where
+// WriteInTransaction writes c statement by statement in one transaction on
+// db, with ? placeholders rebound to bind. It is Dialect.Write for a database where
 // a statement costs no round trip (an embedded one); it returns the
 // deliveries queued and whether any must wake the dispatchers.
 //
@@ -24,7 +24,7 @@ import (
 // is prepared after the first transaction that ran it, not within: a pool
 // of one connection (SQLite's) has none to spare while the transaction
 // holds it.
-func ApplyInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bind int, c *Changes) (queued []Queued, wake bool, err error) {
+func WriteInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bind int, c *Changes) (queued []Queued, wake bool, err error) {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("begin transaction: %w", err)
@@ -70,7 +70,7 @@ func checkInbox(w *writer, c *Changes) error {
 // one no longer pending refuses the write. Later deliveries waiting for one
 // of them wake the dispatchers.
 func completeDeliveries(w *writer, c *Changes) error {
-	for _, d := range c.Done {
+	for _, d := range c.Completed {
 		if w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
 			WHERE event_id = ? AND handler = ? AND status = 'pending'`, c.Now, d.EventID, d.Handler) == 0 && w.err == nil {
 			return servicelayer.ErrNotDelivered
@@ -105,7 +105,7 @@ func checkUnchanged(w *writer, c *Changes) error {
 // checkLinesNotLoaded checks that lines decided on from a cached product
 // were not allocated before.
 func checkLinesNotLoaded(w *writer, c *Changes) error {
-	for _, l := range c.Unseen {
+	for _, l := range c.LinesNotLoaded {
 		if w.exists(`SELECT 1 FROM allocations WHERE orderid = ? AND sku = ? AND qty = ?`, l.OrderID, l.SKU, l.Qty) {
 			return fmt.Errorf("line %s/%s was allocated already: %w", l.OrderID, l.SKU, ErrConflict)
 		}
@@ -186,7 +186,7 @@ func logEvents(w *writer, c *Changes) []Queued {
 			}
 			w.exec(`INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
 				logID, h, env.Event.ProductSKU(), next, c.Now)
-			queued = append(queued, Queued{MessageID: env.MessageID, LogID: logID, Handler: h, InTurn: inTurn})
+			queued = append(queued, Queued{MessageID: env.MessageID, LogID: logID, Handler: h, FirstInLine: inTurn})
 		}
 	}
 	return queued
@@ -198,7 +198,7 @@ func logEvents(w *writer, c *Changes) []Queued {
 // done.
 func waitingTurns(w *writer, c *Changes) map[turn]bool {
 	made := map[DeliveryKey]bool{}
-	for _, k := range append(slices.Clone(c.Done), c.Delivered...) {
+	for _, k := range append(slices.Clone(c.Completed), c.DeliveredUnmarked...) {
 		made[k] = true
 	}
 	waiting := map[turn]bool{}
@@ -225,7 +225,7 @@ func waitingTurns(w *writer, c *Changes) map[turn]bool {
 
 // MarkDoneInTransaction marks deliveries done in one transaction on db, and
 // says whether later deliveries of their products wait for them. Its
-// statements are kept in stmts, as ApplyInTransaction's.
+// statements are kept in stmts, as WriteInTransaction's.
 func MarkDoneInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bind int, done []DeliveryKey, now time.Time) (wake bool, err error) {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {

@@ -72,7 +72,7 @@ func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.T
 		if !c.changesState() && inboxID == "" {
 			return nil, nil
 		}
-		return s.apply(ctx, sess, c)
+		return s.commit(ctx, sess, c)
 	})
 }
 
@@ -83,7 +83,7 @@ func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.T
 func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s := w.store
 	attempts := 0
-	if !d.InTurn {
+	if !d.FirstInLine {
 		var err error
 		if attempts, err = s.claim(ctx, d); err != nil {
 			return nil, err
@@ -104,8 +104,8 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 			s.marks.add(d.Event.ProductSKU(), key)
 			return nil, nil
 		}
-		c.Done = []DeliveryKey{key}
-		return s.apply(ctx, sess, c)
+		c.Completed = []DeliveryKey{key}
+		return s.commit(ctx, sess, c)
 	})
 	var failed *handlerError
 	if errors.As(err, &failed) {
@@ -117,9 +117,9 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 	return queued, err
 }
 
-// apply writes c, keeps the cache in step, and turns what the dialect
+// commit writes c, keeps the cache in step, and turns what the dialect
 // queued into deliveries.
-func (s *Store) apply(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
+func (s *Store) commit(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
 	queued, err := s.writes.write(ctx, c)
 	if err != nil {
 		sess.forget()
@@ -134,7 +134,7 @@ func (s *Store) apply(ctx context.Context, sess *session, c *Changes) ([]service
 	for _, q := range queued {
 		env := byID[q.MessageID]
 		env.LogID = q.LogID
-		out = append(out, servicelayer.Delivery{Envelope: env, Handler: q.Handler, InTurn: q.InTurn})
+		out = append(out, servicelayer.Delivery{Envelope: env, Handler: q.Handler, FirstInLine: q.FirstInLine})
 	}
 	return out, nil
 }

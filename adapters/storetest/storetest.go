@@ -153,7 +153,7 @@ func eventsAreLoggedAndProjectedInTheSameCommit(t *testing.T, setup Setup) {
 	s, ctx := setup.New(t), context.Background()
 	AddStock(t, s, "DESK", "d1", 10, time.Time{})
 	queued := Allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "DESK", Qty: 2})
-	if len(queued) != 1 || queued[0].MessageID == "" || queued[0].LogID == 0 || queued[0].OccurredAt.IsZero() || !queued[0].InTurn {
+	if len(queued) != 1 || queued[0].MessageID == "" || queued[0].LogID == 0 || queued[0].OccurredAt.IsZero() || !queued[0].FirstInLine {
 		t.Fatalf("queued %+v; want one delivery in turn, with its id and place in the log", queued)
 	}
 	want := []servicelayer.Allocation{{SKU: "DESK", BatchRef: "d1"}}
@@ -201,7 +201,7 @@ func anEarlierDeliveryOfTheProductGoesFirst(t *testing.T, setup Setup) {
 	AddStock(t, s, "CHAIR", "c1", 10, time.Time{})
 	first := Allocate(t, s, domain.OrderLine{OrderID: "o1", SKU: "CHAIR", Qty: 1})[0]
 	second := Allocate(t, s, domain.OrderLine{OrderID: "o2", SKU: "CHAIR", Qty: 1})[0]
-	if second.InTurn {
+	if second.FirstInLine {
 		t.Fatal("the second delivery is in turn while the first is pending")
 	}
 	if err := deliver(s, second); !errors.Is(err, servicelayer.ErrNotDelivered) {

@@ -81,11 +81,11 @@ func keysWith(ctx context.Context, rc *goredis.Client, prefix string) ([]string,
 }
 
 func allocatedEnv(i int) servicelayer.Envelope {
-	return servicelayer.Seal(context.Background(), domain.Allocated{OrderID: fmt.Sprintf("o%d", i), SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
+	return servicelayer.NewEnvelope(context.Background(), domain.Allocated{OrderID: fmt.Sprintf("o%d", i), SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 }
 
 func deallocatedEnv(i int) servicelayer.Envelope {
-	return servicelayer.Seal(context.Background(), domain.Deallocated{OrderID: fmt.Sprintf("o%d", i), SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
+	return servicelayer.NewEnvelope(context.Background(), domain.Deallocated{OrderID: fmt.Sprintf("o%d", i), SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 }
 
 // streamIDs is the message_id of every entry of stream, oldest first.

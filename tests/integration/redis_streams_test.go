@@ -25,7 +25,7 @@ func TestRedisPublisherAppendsEachMessageToTheStreamOnce(t *testing.T) {
 		rc, prefix := connect(t), testenv.Prefix()
 		testenv.DeleteKeysAtEnd(t, rc, prefix)
 		messages := subscribeTo(t, rc, prefix+"line_allocated")
-		env := servicelayer.Seal(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
+		env := servicelayer.NewEnvelope(context.Background(), domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 1, BatchRef: "b1"}, time.Now())
 		pub := redis.NewPublisher(rc, prefix)
 		for range 3 {
 			if err := pub.Publish(context.Background(), env); err != nil {

@@ -267,14 +267,14 @@ func TestAsyncAPIOutboundSchemasAgreeWithThePublishersEncoder(t *testing.T) {
 	ctx := t.Context()
 	at := time.Date(2026, 3, 14, 15, 9, 26, 535000000, time.FixedZone("CET", 3600))
 	envs := []servicelayer.Envelope{
-		servicelayer.Seal(ctx, domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 7, BatchRef: "b1"}, at),
-		servicelayer.Seal(servicelayer.WithCause(ctx, servicelayer.Cause{CausationID: "m-1", CorrelationID: "corr-1"}),
+		servicelayer.NewEnvelope(ctx, domain.Allocated{OrderID: "o1", SKU: "LAMP", Qty: 7, BatchRef: "b1"}, at),
+		servicelayer.NewEnvelope(servicelayer.WithCause(ctx, servicelayer.Cause{CausationID: "m-1", CorrelationID: "corr-1"}),
 			domain.Allocated{OrderID: "o2", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
-		servicelayer.Seal(ctx, domain.Deallocated{OrderID: "o1", SKU: "LAMP", Qty: 7, BatchRef: "b1"}, at),
+		servicelayer.NewEnvelope(ctx, domain.Deallocated{OrderID: "o1", SKU: "LAMP", Qty: 7, BatchRef: "b1"}, at),
 		// Committed under a trace: the body and the entry carry it.
-		servicelayer.Seal(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=x"),
+		servicelayer.NewEnvelope(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=x"),
 			domain.Allocated{OrderID: "o3", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
-		servicelayer.Seal(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", ""),
+		servicelayer.NewEnvelope(servicelayer.WithTraceContext(ctx, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", ""),
 			domain.Deallocated{OrderID: "o3", SKU: "LAMP", Qty: 1, BatchRef: "b2"}, at),
 	}
 	if envs[3].TraceParent == "" || envs[3].TraceState != "vendor=x" {

@@ -14,7 +14,7 @@ import (
 	"allocation/domain"
 )
 
-// Apply implements sqlstore.Dialect: the changes of a unit of work are
+// Write implements sqlstore.Dialect: the changes of a unit of work are
 // written in one statement, one round trip and one commit. The statement has
 // only the parts the changes need, so an allocation and a batch correction
 // each have their own, prepared once.
@@ -23,18 +23,18 @@ import (
 // complete is still pending, every product is still at the version it was
 // read at. When one fails, allocation_refuse aborts the statement and with it
 // everything it did; every other part runs only once the guard passed.
-func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	query, args := buildApply(c)
+func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
+	query, args := buildWrite(c)
 	st, err := d.stmts.Get(ctx, query)
 	if err != nil {
 		return nil, err
 	}
 	var rows []struct {
-		MessageID sql.NullString `db:"message_id"`
-		EventID   sql.NullInt64  `db:"event_id"`
-		Handler   sql.NullString `db:"handler"`
-		InTurn    sql.NullBool   `db:"in_turn"`
-		Notified  sql.NullBool   `db:"notified"`
+		MessageID   sql.NullString `db:"message_id"`
+		EventID     sql.NullInt64  `db:"event_id"`
+		Handler     sql.NullString `db:"handler"`
+		FirstInLine sql.NullBool   `db:"in_turn"`
+		Notified    sql.NullBool   `db:"notified"`
 	}
 	if err := st.SelectContext(ctx, &rows, args...); err != nil {
 		return nil, d.Classify(fmt.Errorf("write unit of work: %w", err))
@@ -42,7 +42,7 @@ func (d *Dialect) Apply(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 	var queued []sqlstore.Queued
 	for _, r := range rows {
 		if r.EventID.Valid {
-			queued = append(queued, sqlstore.Queued{MessageID: r.MessageID.String, LogID: r.EventID.Int64, Handler: r.Handler.String, InTurn: r.InTurn.Bool})
+			queued = append(queued, sqlstore.Queued{MessageID: r.MessageID.String, LogID: r.EventID.Int64, Handler: r.Handler.String, FirstInLine: r.FirstInLine.Bool})
 		}
 	}
 	return queued, nil
@@ -84,7 +84,7 @@ func (s *statement) guarded() string {
 	return "(SELECT ok FROM guard)"
 }
 
-func buildApply(c *sqlstore.Changes) (string, []any) {
+func buildWrite(c *sqlstore.Changes) (string, []any) {
 	s := &statement{at: c.Now}
 	done := s.guard(c)
 	ok := s.guarded()
@@ -107,8 +107,8 @@ func (s *statement) guard(c *sqlstore.Changes) (done string) {
 		s.part("inbox_rows", `INSERT INTO inbox (message_id, processed_at) SELECT unnest(%s), %s ON CONFLICT DO NOTHING RETURNING 1`, ids, s.time())
 		s.checks = append(s.checks, fmt.Sprintf(`WHEN (SELECT count(*) FROM inbox_rows) <> cardinality(%s) THEN allocation_refuse('AL001', 'an inbound message was processed already')`, ids))
 	}
-	if len(c.Done) > 0 {
-		ids, handlers := s.keys(c.Done)
+	if len(c.Completed) > 0 {
+		ids, handlers := s.keys(c.Completed)
 		done = ids + ", " + handlers
 		s.part("done", `UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = %s
 	WHERE (event_id, handler) IN (SELECT * FROM unnest(%s)) AND status = 'pending' RETURNING event_id, handler, aggregate`, s.time(), done)
@@ -119,9 +119,9 @@ func (s *statement) guard(c *sqlstore.Changes) (done string) {
 	s.bumps(c.Bumped)
 	s.products("unchanged", `SELECT 1 FROM products p JOIN unnest(%s, %s) AS u(sku, version) ON p.sku = u.sku AND p.version_number = u.version`,
 		c.Unchanged, "a product changed since it was read")
-	if len(c.Unseen) > 0 {
+	if len(c.LinesNotLoaded) > 0 {
 		s.checks = append(s.checks, fmt.Sprintf(`WHEN EXISTS (SELECT FROM allocations a JOIN unnest(%s) AS u(orderid, sku, qty)
-		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.orderLines(c.Unseen)))
+		ON a.orderid = u.orderid AND a.sku = u.sku AND a.qty = u.qty) THEN allocation_refuse('40001', 'a line was allocated already')`, s.orderLines(c.LinesNotLoaded)))
 	}
 	if len(s.checks) > 0 {
 		s.part("guard", "SELECT CASE\n\t%s\n\tELSE true END AS ok", strings.Join(s.checks, "\n\t"))
@@ -231,7 +231,7 @@ func (s *statement) view(c *sqlstore.Changes, ok string) {
 // event log once per request while Redis is down.
 func (s *statement) result(c *sqlstore.Changes, done, queue string) string {
 	wake := "false"
-	if len(c.Done) > 0 {
+	if len(c.Completed) > 0 {
 		s.part("followers", `SELECT 1 FROM done JOIN event_deliveries x
 	ON x.aggregate = done.aggregate AND x.handler = done.handler AND x.event_id > done.event_id
 	WHERE x.status = 'pending' AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s)) LIMIT 1`, done)
@@ -316,7 +316,7 @@ func (s *statement) events(c *sqlstore.Changes, ok string) string {
 		s.arg(pq.Array(orderIDs), "text[]"), s.arg(pq.Array(batchRefs), "text[]"),
 		s.arg(pq.Array(parents), "text[]"), s.arg(pq.Array(states), "text[]"), ok)
 	made := ""
-	if all := append(slices.Clone(c.Done), c.Delivered...); len(all) > 0 {
+	if all := append(slices.Clone(c.Completed), c.DeliveredUnmarked...); len(all) > 0 {
 		ids, handlers := s.keys(all)
 		made = fmt.Sprintf(`
 		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s, %s))`, ids, handlers)
