@@ -68,86 +68,112 @@ type queries struct {
 	runIDs, claimRange, runRows, completeRun, releaseRun, attempts string
 }
 
+// rebindQueries writes the store's statements in the dialect's
+// placeholders. Each theme has a builder of its own, which sets its
+// fields, so that none grows long; the text of every query is unchanged
+// (its lines keep their indentation, hence the deeper one in the builders).
 func rebindQueries(bind int, heads string) queries {
 	r := func(q string) string { return sqlx.Rebind(bind, q) }
+	var q queries
+	q.rebindLookups(r)
+	q.rebindDispatch(r, heads)
+	q.rebindOperator(r)
+	q.rebindRuns(r)
+	return q
+}
+
+// rebindLookups sets the statements that read a product, its lines and
+// where an order went.
+func (q *queries) rebindLookups(r func(string) string) {
 	load := func(lines string) string { return r(fmt.Sprintf(loadProduct, lines)) }
-	return queries{
-		loadNoLines:      load(noLines),
-		loadEveryLine:    load(everyLine),
-		loadLineAtHand:   load(lineAtHand),
-		loadLinesOfBatch: load(linesOfBatch),
+	q.loadNoLines = load(noLines)
+	q.loadEveryLine = load(everyLine)
+	q.loadLineAtHand = load(lineAtHand)
+	q.loadLinesOfBatch = load(linesOfBatch)
+	q.skuOfBatch = r(`SELECT sku FROM batches WHERE reference = ?`)
+	q.allocations = r(`SELECT sku, batchref FROM allocations_view WHERE orderid = ? ORDER BY id`)
+}
 
-		skuOfBatch:  r(`SELECT sku FROM batches WHERE reference = ?`),
-		allocations: r(`SELECT sku, batchref FROM allocations_view WHERE orderid = ? ORDER BY id`),
+// rebindDispatch sets the statements a dispatcher finds, takes and
+// records single deliveries with.
+func (q *queries) rebindDispatch(r func(string) string, heads string) {
+	q.due = r(DueQuery(heads))
+	q.nextDue = r(fmt.Sprintf(nextHead, heads))
+	// A dispatcher holds a delivery it takes until claimed_until, and
+	// its next attempt moves there too: nobody else takes it meanwhile,
+	// and it falls due again should this dispatcher die. RETURNING
+	// names the column bare: SQLite does not know the alias there.
+	q.claim = r(`
+			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
+			WHERE d.event_id = ? AND d.handler = ? AND d.status = 'pending'
+			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
+			  AND NOT ` + openBefore + `
+			RETURNING attempts`)
+	q.attempts = r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`)
+	q.recordFailure = r(`
+			UPDATE event_deliveries SET attempts = ?, status = ?, last_error = ?, updated_at = ?, next_attempt_at = ?, claimed_until = NULL
+			WHERE event_id = ? AND handler = ? AND status = 'pending'`)
+}
 
-		due:     r(DueQuery(heads)),
-		nextDue: r(fmt.Sprintf(nextHead, heads)),
-		dead: r(`
+// rebindOperator sets the statements of an operator: the dead deliveries,
+// their replay or skip, and the backlog.
+func (q *queries) rebindOperator(r func(string) string) {
+	q.dead = r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at,
 			       e.causation_id, e.correlation_id, e.traceparent, e.tracestate, d.attempts, d.last_error, d.updated_at
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
-			WHERE d.status = 'dead' ORDER BY e.id, d.handler`),
-		replay: r(`
+			WHERE d.status = 'dead' ORDER BY e.id, d.handler`)
+	q.replay = r(`
 			UPDATE event_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?, claimed_until = NULL
-			WHERE event_id = ? AND status = 'dead'`),
-		// A skipped delivery is done: what waited behind it goes on.
-		skip: r(`
+			WHERE event_id = ? AND status = 'dead'`)
+	// A skipped delivery is done: what waited behind it goes on.
+	q.skip = r(`
 			UPDATE event_deliveries SET status = 'done', last_error = 'skipped by an operator after: ' || coalesce(last_error, ''),
 			       updated_at = ?, claimed_until = NULL
-			WHERE event_id = ? AND status = 'dead'`),
-		// blocked: pending deliveries waiting behind a dead one.
-		backlog: r(`
+			WHERE event_id = ? AND status = 'dead'`)
+	// blocked: pending deliveries waiting behind a dead one.
+	q.backlog = r(`
 			SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
 			       count(*) FILTER (WHERE d.status = 'dead') AS dead,
 			       count(*) FILTER (WHERE d.status = 'pending' AND EXISTS (SELECT 1 FROM event_deliveries x
 			           WHERE x.aggregate = d.aggregate AND x.handler = d.handler AND x.status = 'dead' AND x.event_id < d.event_id)) AS blocked,
 			       min(e.occurred_at) FILTER (WHERE d.status = 'pending') AS oldest
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
-			WHERE d.status <> 'done'`),
-		// A dispatcher holds a delivery it takes until claimed_until, and
-		// its next attempt moves there too: nobody else takes it meanwhile,
-		// and it falls due again should this dispatcher die. RETURNING
-		// names the column bare: SQLite does not know the alias there.
-		claim: r(`
-			UPDATE event_deliveries AS d SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
-			WHERE d.event_id = ? AND d.handler = ? AND d.status = 'pending'
-			  AND (d.claimed_until IS NULL OR d.claimed_until <= ?)
-			  AND NOT ` + openBefore + `
-			RETURNING attempts`),
-		// A run is read first, the first open deliveries of a product and
-		// handler (the head must be the first of them), then claimed as a
-		// range: two plain index range scans. One statement with both
-		// (UPDATE … WHERE event_id IN (SELECT … LIMIT n)) was planned as a
-		// scan per row on a freshly grown backlog and took seconds.
-		runIDs: r(`
+			WHERE d.status <> 'done'`)
+}
+
+// rebindRuns sets the statements a dispatcher takes, completes and
+// releases a run of one product's deliveries with.
+func (q *queries) rebindRuns(r func(string) string) {
+	// A run is read first, the first open deliveries of a product and
+	// handler (the head must be the first of them), then claimed as a
+	// range: two plain index range scans. One statement with both
+	// (UPDATE … WHERE event_id IN (SELECT … LIMIT n)) was planned as a
+	// scan per row on a freshly grown backlog and took seconds.
+	q.runIDs = r(`
 			SELECT event_id FROM event_deliveries
 			WHERE aggregate = ? AND handler = ? AND status <> 'done'
-			ORDER BY event_id LIMIT ?`),
-		claimRange: r(`
+			ORDER BY event_id LIMIT ?`)
+	q.claimRange = r(`
 			UPDATE event_deliveries SET claimed_until = ?, next_attempt_at = ?, updated_at = ?
 			WHERE aggregate = ? AND handler = ? AND event_id BETWEEN ? AND ? AND status = 'pending'
 			  AND (claimed_until IS NULL OR claimed_until <= ?)
-			RETURNING event_id`),
-		runRows: r(`
+			RETURNING event_id`)
+	q.runRows = r(`
 			SELECT e.id AS event_id, d.handler, e.message_id, e.name, e.payload, e.occurred_at, e.causation_id, e.correlation_id,
 			       e.traceparent, e.tracestate
 			FROM event_deliveries d JOIN event_log e ON e.id = d.event_id
 			WHERE d.aggregate = ? AND d.handler = ? AND d.status <> 'done' AND d.event_id BETWEEN ? AND ?
-			ORDER BY d.event_id`),
-		attempts: r(`SELECT attempts FROM event_deliveries WHERE event_id = ? AND handler = ?`),
-		// A run is the open deliveries of its range (ClaimRun keeps only
-		// those in a row), so it is marked done as a range: a plain scan
-		// of the index on open deliveries, where marking 500 keys given as
-		// arrays was planned as a scan of the table per key on a table not
-		// analyzed yet (0.6 s a run).
-		completeRun: r(`
+			ORDER BY d.event_id`)
+	// A run is the open deliveries of its range (ClaimRun keeps only
+	// those in a row), so it is marked done as a range: a plain scan
+	// of the index on open deliveries, where marking 500 keys given as
+	// arrays was planned as a scan of the table per key on a table not
+	// analyzed yet (0.6 s a run).
+	q.completeRun = r(`
 			UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?, claimed_until = NULL
-			WHERE aggregate = ? AND handler = ? AND event_id BETWEEN ? AND ? AND status = 'pending' AND claimed_until IS NOT NULL`),
-		releaseRun: r(`
+			WHERE aggregate = ? AND handler = ? AND event_id BETWEEN ? AND ? AND status = 'pending' AND claimed_until IS NOT NULL`)
+	q.releaseRun = r(`
 			UPDATE event_deliveries SET claimed_until = NULL, next_attempt_at = ?
-			WHERE aggregate = ? AND handler = ? AND status = 'pending' AND event_id BETWEEN ? AND ?`),
-		recordFailure: r(`
-			UPDATE event_deliveries SET attempts = ?, status = ?, last_error = ?, updated_at = ?, next_attempt_at = ?, claimed_until = NULL
-			WHERE event_id = ? AND handler = ? AND status = 'pending'`),
-	}
+			WHERE aggregate = ? AND handler = ? AND status = 'pending' AND event_id BETWEEN ? AND ?`)
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"allocation/adapters/redis"
+	"allocation/adapters/sqlstore"
 	"allocation/adapters/tracing"
 	"allocation/bootstrap"
 	"allocation/entrypoints/cli"
@@ -173,42 +174,18 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	// version and help need no configuration: they must answer even where
-	// none is set.
-	// events log has flags of its own, which its help lists.
-	ownFlags := len(args) > 1 && args[0] == "events" && args[1] == "log"
-	if !ownFlags && slices.ContainsFunc(args[1:], isHelp) && printHelp(args[0], stdout) {
-		return 0
-	}
-	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {
-		printVersion(stdout)
-		return 0
-	}
-	if isHelp(args[0]) {
-		fmt.Fprint(stdout, usage) // asked for: the output, not a diagnostic
+	if answerHelpOrVersion(args, stdout) {
 		return 0
 	}
 	// A wrong command line fails before anything is opened.
-	var deadLetterCmd cli.DeadLetters
-	if args[0] == "dead-letters" {
-		var err error
-		deadLetterCmd, err = cli.ParseDeadLetters(args[1:], stdout)
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
-		}
+	deadLetterCmd, code, done := parseDeadLetters(args, stdout, stderr)
+	if done {
+		return code
 	}
 	// healthcheck needs HTTP_ADDR only: a setting it does not use must not
 	// make a healthy container look sick.
 	if args[0] == "healthcheck" {
-		if err := healthcheck(getenv("HTTP_ADDR"), stdout); err != nil {
-			fmt.Fprintf(stderr, "healthcheck: %v\n", err)
-			return 1
-		}
-		return 0
+		return runHealthcheck(getenv, stdout, stderr)
 	}
 	cfg, err := bootstrap.FromEnv(getenv)
 	if err != nil {
@@ -219,7 +196,61 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	log := slog.New(tracing.LogHandler{Handler: servicelayer.CauseHandler{Handler: slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})}})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	return runCommand(ctx, cfg, log, args, deadLetterCmd, getenv, stdout, stderr)
+}
 
+// answerHelpOrVersion prints the help or the version when args ask for
+// either, and reports whether they did. version and help need no
+// configuration: they must answer even where none is set.
+func answerHelpOrVersion(args []string, stdout io.Writer) bool {
+	// events log has flags of its own, which its help lists.
+	ownFlags := len(args) > 1 && args[0] == "events" && args[1] == "log"
+	if !ownFlags && slices.ContainsFunc(args[1:], isHelp) && printHelp(args[0], stdout) {
+		return true
+	}
+	if args[0] == "version" || args[0] == "-version" || args[0] == "--version" {
+		printVersion(stdout)
+		return true
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, usage) // asked for: the output, not a diagnostic
+		return true
+	}
+	return false
+}
+
+// parseDeadLetters parses the arguments of dead-letters, whose flags
+// answer for themselves: done says run should exit with code now (help
+// shown, or a wrong command line).
+func parseDeadLetters(args []string, stdout, stderr io.Writer) (cmd cli.DeadLetters, code int, done bool) {
+	if args[0] != "dead-letters" {
+		return cmd, 0, false
+	}
+	cmd, err := cli.ParseDeadLetters(args[1:], stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return cmd, 0, true
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return cmd, 2, true
+	}
+	return cmd, 0, false
+}
+
+// runHealthcheck runs `allocation healthcheck` and returns its exit code.
+func runHealthcheck(getenv func(string) string, stdout, stderr io.Writer) int {
+	if err := healthcheck(getenv("HTTP_ADDR"), stdout); err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// runCommand runs a command that needs the configuration and returns its
+// exit code; a failure is logged, as the service logs.
+func runCommand(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, deadLetterCmd cli.DeadLetters,
+	getenv func(string) string, stdout, stderr io.Writer) int {
+	var err error
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, cfg, log, args[1:], stderr, getenv)
@@ -453,49 +484,49 @@ func events(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []
 	defer eventLog.Close()
 	switch {
 	case args[0] == "dead" && len(args) == 1:
-		dead, err := eventLog.Dead(ctx)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "EVENT\tHANDLER\tNAME\tSKU\tMESSAGE ID\tATTEMPTS\tPARKED AT\tLAST ERROR")
-		for _, d := range dead {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.LogID, d.Handler, d.Event.Name(), d.Event.ProductSKU(),
-				d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
-		}
-		return w.Flush()
+		return eventsDead(ctx, eventLog, stdout)
 	case args[0] == "log":
 		return eventsLog(ctx, eventLog, args[1:], stdout, os.Stderr)
 	case args[0] == "replay" && len(args) == 2:
-		id, err := strconv.ParseInt(args[1], 10, 64)
-		if err != nil {
-			return fmt.Errorf("events replay: %q is not an event id", args[1])
-		}
-		n, err := eventLog.Replay(ctx, id)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("event %d has no dead delivery", id)
-		}
-		fmt.Fprintf(stdout, "event %d: %d deliveries back in line\n", id, n)
-		return nil
+		return repairDead(ctx, "replay", args[1], eventLog.Replay, stdout, "deliveries back in line")
 	case args[0] == "skip" && len(args) == 2:
-		id, err := strconv.ParseInt(args[1], 10, 64)
-		if err != nil {
-			return fmt.Errorf("events skip: %q is not an event id", args[1])
-		}
-		n, err := eventLog.Skip(ctx, id)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("event %d has no dead delivery", id)
-		}
-		fmt.Fprintf(stdout, "event %d: %d deliveries skipped; what waited behind them goes on\n", id, n)
-		return nil
+		return repairDead(ctx, "skip", args[1], eventLog.Skip, stdout, "deliveries skipped; what waited behind them goes on")
 	}
 	return fmt.Errorf("events: unknown arguments %q: want `dead`, `replay ID` or `skip ID`", args)
+}
+
+// eventsDead lists the deliveries parked as dead, as a table.
+func eventsDead(ctx context.Context, eventLog *sqlstore.Store, stdout io.Writer) error {
+	dead, err := eventLog.Dead(ctx)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "EVENT\tHANDLER\tNAME\tSKU\tMESSAGE ID\tATTEMPTS\tPARKED AT\tLAST ERROR")
+	for _, d := range dead {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.LogID, d.Handler, d.Event.Name(), d.Event.ProductSKU(),
+			d.MessageID, d.Attempts, d.ParkedAt.UTC().Format(time.RFC3339), d.LastError)
+	}
+	return w.Flush()
+}
+
+// repairDead runs `events replay ID` or `events skip ID` (named by verb):
+// repair acts on the dead deliveries of event arg, and what it did is
+// reported as their count and done.
+func repairDead(ctx context.Context, verb, arg string, repair func(context.Context, int64) (int, error), stdout io.Writer, done string) error {
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil {
+		return fmt.Errorf("events %s: %q is not an event id", verb, arg)
+	}
+	n, err := repair(ctx, id)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("event %d has no dead delivery", id)
+	}
+	fmt.Fprintf(stdout, "event %d: %d %s\n", id, n, done)
+	return nil
 }
 
 // deadLetters lists or retries the inbound messages the service refused.

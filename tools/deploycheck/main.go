@@ -27,6 +27,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -75,22 +76,53 @@ type objects struct {
 
 // CheckKustomization checks the kustomize base in dir.
 func CheckKustomization(dir string) error {
-	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	k, err := readKustomization(dir)
 	if err != nil {
 		return err
-	}
-	var k kustomization
-	if err := yaml.UnmarshalStrict(raw, &k); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, "kustomization.yaml"), err)
 	}
 	var errs []error
 	if k.APIVersion != "kustomize.config.k8s.io/v1beta1" || k.Kind != "Kustomization" {
 		errs = append(errs, fmt.Errorf("kustomization.yaml: apiVersion %q kind %q, want kustomize.config.k8s.io/v1beta1 Kustomization", k.APIVersion, k.Kind))
 	}
-	// Every manifest is listed, once, and every listed file exists.
-	files, err := filepath.Glob(filepath.Join(dir, "*.y*ml"))
+	manifests, err := manifestsIn(dir)
 	if err != nil {
 		return err
+	}
+	errs = append(errs, checkResources(dir, k.Resources, manifests)...)
+	var objs objects
+	for _, r := range k.Resources {
+		if slices.Contains(manifests, r) {
+			errs = append(errs, objs.decodeFile(filepath.Join(dir, r)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := objs.check(pinnedImages(k)); err != nil {
+		return err
+	}
+	return checkBuild(dir)
+}
+
+// readKustomization decodes dir's kustomization.yaml strictly.
+func readKustomization(dir string) (kustomization, error) {
+	var k kustomization
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		return k, err
+	}
+	if err := yaml.UnmarshalStrict(raw, &k); err != nil {
+		return k, fmt.Errorf("%s: %w", filepath.Join(dir, "kustomization.yaml"), err)
+	}
+	return k, nil
+}
+
+// manifestsIn lists the base names of the YAML files in dir other than
+// kustomization.yaml: the manifests the kustomization should list.
+func manifestsIn(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.y*ml"))
+	if err != nil {
+		return nil, err
 	}
 	var manifests []string
 	for _, f := range files {
@@ -98,7 +130,14 @@ func CheckKustomization(dir string) error {
 			manifests = append(manifests, base)
 		}
 	}
-	listed := slices.Clone(k.Resources)
+	return manifests, nil
+}
+
+// checkResources checks that every manifest is listed, once, and every
+// listed file exists.
+func checkResources(dir string, resources, manifests []string) []error {
+	var errs []error
+	listed := slices.Clone(resources)
 	sort.Strings(listed)
 	if dup := duplicates(listed); len(dup) > 0 {
 		errs = append(errs, fmt.Errorf("kustomization.yaml lists %v more than once", dup))
@@ -113,23 +152,17 @@ func CheckKustomization(dir string) error {
 			errs = append(errs, fmt.Errorf("kustomization.yaml lists %s, which is not a manifest in %s", r, dir))
 		}
 	}
-	var objs objects
-	for _, r := range k.Resources {
-		if slices.Contains(manifests, r) {
-			errs = append(errs, objs.decodeFile(filepath.Join(dir, r)))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
+	return errs
+}
+
+// pinnedImages maps each image the kustomization names to whether it
+// gives it a tag or digest.
+func pinnedImages(k kustomization) map[string]bool {
 	images := map[string]bool{}
 	for _, img := range k.Images {
 		images[img.Name] = img.NewTag != "" || img.Digest != ""
 	}
-	if err := objs.check(images); err != nil {
-		return err
-	}
-	return checkBuild(dir)
+	return images
 }
 
 // checkBuild runs kustomize itself (the library behind kubectl apply -k)
@@ -230,25 +263,47 @@ func splitDocuments(raw []byte) [][]byte {
 	return docs
 }
 
-// check holds the base to what the README promises.
+// failFunc records one failed check, in the words of a format and its
+// arguments.
+type failFunc func(format string, args ...any)
+
+// check holds the base to what the README promises. The checks run in a
+// fixed order, so that the report reads the same from run to run.
 func (o *objects) check(images map[string]bool) error {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if len(o.deployments) != 1 || len(o.jobs) != 1 || len(o.services) != 1 || len(o.pdbs) != 1 || len(o.configMaps) == 0 || len(o.secrets) == 0 {
+	if !o.hasOneOfEach() {
 		fail("want one Deployment, one migration Job, one Service, one PodDisruptionBudget, a ConfigMap and a Secret; got %d, %d, %d, %d, %d, %d",
 			len(o.deployments), len(o.jobs), len(o.services), len(o.pdbs), len(o.configMaps), len(o.secrets))
 		return errors.Join(errs...)
 	}
 	d, job, svc, pdb := o.deployments[0], o.jobs[0], o.services[0], o.pdbs[0]
+	checkSelectors(fail, d, svc, pdb)
+	errs = append(errs, o.checkPods(images, d, job)...)
+	checkServeContainer(fail, d, svc)
+	checkMigrationJob(fail, job)
+	o.checkSecrets(fail)
+	return errors.Join(errs...)
+}
 
+// hasOneOfEach reports whether the base has the one Deployment, Job,
+// Service and PodDisruptionBudget, and the ConfigMaps and Secrets, that
+// the other checks look at.
+func (o *objects) hasOneOfEach() bool {
+	return len(o.deployments) == 1 && len(o.jobs) == 1 && len(o.services) == 1 && len(o.pdbs) == 1 && len(o.configMaps) > 0 && len(o.secrets) > 0
+}
+
+// checkSelectors checks the replicas, and that the Deployment, the
+// PodDisruptionBudget and the Service all select the Deployment's pods.
+func checkSelectors(fail failFunc, d *appsv1.Deployment, svc *corev1.Service, pdb *policyv1.PodDisruptionBudget) {
 	if d.Spec.Replicas == nil || *d.Spec.Replicas < 3 {
 		fail("Deployment %s: want at least 3 replicas", d.Name)
 	}
 	podLabels := d.Spec.Template.Labels
-	if d.Spec.Selector == nil || !subset(d.Spec.Selector.MatchLabels, podLabels) || len(d.Spec.Selector.MatchLabels) == 0 {
+	if !selects(d.Spec.Selector, podLabels) {
 		fail("Deployment %s: the selector does not match the pod template's labels", d.Name)
 	}
-	if pdb.Spec.Selector == nil || !subset(pdb.Spec.Selector.MatchLabels, podLabels) || len(pdb.Spec.Selector.MatchLabels) == 0 {
+	if !selects(pdb.Spec.Selector, podLabels) {
 		fail("PodDisruptionBudget %s: the selector does not match the Deployment's pods", pdb.Name)
 	}
 	if pdb.Spec.MinAvailable == nil && pdb.Spec.MaxUnavailable == nil {
@@ -257,7 +312,18 @@ func (o *objects) check(images map[string]bool) error {
 	if !subset(svc.Spec.Selector, podLabels) || len(svc.Spec.Selector) == 0 {
 		fail("Service %s: the selector does not match the Deployment's pods", svc.Name)
 	}
+}
 
+// selects reports whether sel is a non-empty label selector that matches
+// labels.
+func selects(sel *metav1.LabelSelector, labels map[string]string) bool {
+	return sel != nil && subset(sel.MatchLabels, labels) && len(sel.MatchLabels) > 0
+}
+
+// checkPods checks every container of the Deployment's and the Job's
+// pods.
+func (o *objects) checkPods(images map[string]bool, d *appsv1.Deployment, job *batchv1.Job) []error {
+	var errs []error
 	pods := []struct {
 		kind, name string
 		spec       corev1.PodSpec
@@ -270,37 +336,59 @@ func (o *objects) check(images map[string]bool) error {
 			errs = append(errs, o.checkEnvSources(where, c))
 		}
 	}
+	return errs
+}
 
+// checkServeContainer checks that the Deployment's container runs
+// `serve`, has its probes on its own ports, and has the ports the Service
+// sends to.
+func checkServeContainer(fail failFunc, d *appsv1.Deployment, svc *corev1.Service) {
 	c := d.Spec.Template.Spec.Containers[0]
 	if len(c.Args) == 0 || c.Args[0] != "serve" {
 		fail("Deployment %s: the container runs %v, want `serve`", d.Name, c.Args)
 	}
-	checkProbe := func(name string, p *corev1.Probe, path string) {
-		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
-			fail("Deployment %s: want a %s probe on GET %s", d.Name, name, path)
-			return
-		}
-		if !hasPort(c, p.HTTPGet.Port.String()) {
-			fail("Deployment %s: the %s probe's port %s is not a container port", d.Name, name, p.HTTPGet.Port.String())
-		}
-	}
-	checkProbe("liveness", c.LivenessProbe, "/healthz")
-	checkProbe("readiness", c.ReadinessProbe, "/readyz")
+	checkProbe(fail, d.Name, c, "liveness", c.LivenessProbe, "/healthz")
+	checkProbe(fail, d.Name, c, "readiness", c.ReadinessProbe, "/readyz")
 	if c.StartupProbe != nil {
-		checkProbe("startup", c.StartupProbe, "/healthz")
+		checkProbe(fail, d.Name, c, "startup", c.StartupProbe, "/healthz")
 	}
 	for _, port := range svc.Spec.Ports {
 		if !hasPort(c, port.TargetPort.String()) {
 			fail("Service %s: targetPort %s is not a port of the Deployment's container", svc.Name, port.TargetPort.String())
 		}
 	}
+}
+
+// checkProbe checks that the Deployment deployment's container c has a
+// probe p, called name, on GET path at one of its ports.
+func checkProbe(fail failFunc, deployment string, c corev1.Container, name string, p *corev1.Probe, path string) {
+	if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
+		fail("Deployment %s: want a %s probe on GET %s", deployment, name, path)
+		return
+	}
+	if !hasPort(c, p.HTTPGet.Port.String()) {
+		fail("Deployment %s: the %s probe's port %s is not a container port", deployment, name, p.HTTPGet.Port.String())
+	}
+}
+
+// checkMigrationJob checks that the Job runs `migrate` alone and is not
+// restarted once it has succeeded.
+func checkMigrationJob(fail failFunc, job *batchv1.Job) {
 	if jc := job.Spec.Template.Spec.Containers; len(jc) != 1 || !slices.Equal(jc[0].Args, []string{"migrate"}) {
 		fail("Job %s: want one container that runs `migrate`", job.Name)
 	}
 	if job.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyOnFailure && job.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		fail("Job %s: restartPolicy must be OnFailure or Never", job.Name)
 	}
+}
 
+// urlsWithPasswords are the settings that carry a password, so belong in
+// a Secret.
+var urlsWithPasswords = []string{"DATABASE_URL", "REDIS_URL"}
+
+// checkSecrets checks that the settings with passwords are in a Secret
+// and in no ConfigMap.
+func (o *objects) checkSecrets(fail failFunc) {
 	secretKeys := map[string]bool{}
 	for _, s := range o.secrets {
 		for k := range s.StringData {
@@ -310,19 +398,18 @@ func (o *objects) check(images map[string]bool) error {
 			secretKeys[k] = true
 		}
 	}
-	for _, k := range []string{"DATABASE_URL", "REDIS_URL"} {
+	for _, k := range urlsWithPasswords {
 		if !secretKeys[k] {
 			fail("no Secret holds %s", k)
 		}
 	}
 	for _, cm := range o.configMaps {
-		for _, k := range []string{"DATABASE_URL", "REDIS_URL"} {
+		for _, k := range urlsWithPasswords {
 			if _, ok := cm.Data[k]; ok {
 				fail("ConfigMap %s holds %s, which carries a password: put it in the Secret", cm.Name, k)
 			}
 		}
 	}
-	return errors.Join(errs...)
 }
 
 // checkContainer checks what every container of the base must have: an
@@ -340,14 +427,25 @@ func checkContainer(where string, pod corev1.PodSpec, c corev1.Container, images
 	if c.Resources.Limits.Memory().IsZero() {
 		fail("want a memory limit")
 	}
-	nonRoot := pod.SecurityContext != nil && pod.SecurityContext.RunAsNonRoot != nil && *pod.SecurityContext.RunAsNonRoot
-	sc := c.SecurityContext
-	if sc != nil && sc.RunAsNonRoot != nil {
-		nonRoot = *sc.RunAsNonRoot
-	}
-	if !nonRoot {
+	if !runsAsNonRoot(pod, c) {
 		fail("want runAsNonRoot: true")
 	}
+	checkSecurityContext(fail, c.SecurityContext)
+	return errors.Join(errs...)
+}
+
+// runsAsNonRoot reports whether c runs as non-root: its own security
+// context decides, and the pod's when it says nothing.
+func runsAsNonRoot(pod corev1.PodSpec, c corev1.Container) bool {
+	if sc := c.SecurityContext; sc != nil && sc.RunAsNonRoot != nil {
+		return *sc.RunAsNonRoot
+	}
+	return pod.SecurityContext != nil && pod.SecurityContext.RunAsNonRoot != nil && *pod.SecurityContext.RunAsNonRoot
+}
+
+// checkSecurityContext checks a container's file system, privileges and
+// capabilities are locked down.
+func checkSecurityContext(fail failFunc, sc *corev1.SecurityContext) {
 	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		fail("want readOnlyRootFilesystem: true")
 	}
@@ -357,7 +455,6 @@ func checkContainer(where string, pod corev1.PodSpec, c corev1.Container, images
 	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
 		fail("want capabilities: drop [ALL], add none")
 	}
-	return errors.Join(errs...)
 }
 
 // checkEnvSources checks that the ConfigMaps and Secrets a container reads
