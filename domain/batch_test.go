@@ -9,10 +9,7 @@ import (
 	"time"
 )
 
-var (
-	today    = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-	tomorrow = today.AddDate(0, 0, 1)
-)
+var today = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 
 func mustBatch(t *testing.T, ref, sku string, qty int, eta time.Time) *Batch {
 	t.Helper()
