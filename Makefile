@@ -85,3 +85,6 @@ BENCHFLAGS ?=
 bench: services ## measure the service against issue 5's targets (BENCHFLAGS=-quick for a smoke run, BENCHFLAGS=-embedded-soak=10m for the embedded mode's real soak)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/allocation
 	$(GO) run ./cmd/loadgen -bin $(BIN) $(BENCHFLAGS)
+	# What tracing costs a request when no OTLP endpoint is set, against no
+	# tracing middleware at all (loadgen cannot: both services are this build).
+	$(GO) test -run='^$$' -bench='^BenchmarkAllocateRequestTracing$$' -benchmem -benchtime=2s ./tests/unit/
