@@ -91,3 +91,13 @@ func (s *service) awaitMessagesProcessed(sku string) {
 		return nil
 	})
 }
+
+// Three replicas share the stream through Sentinel, one of them killed, as
+// on one Redis and on a Cluster.
+func TestThreeReplicasShareTheStreamThroughSentinel(t *testing.T) {
+	// Not parallel, like the same test on one Redis.
+	st := testenv.StartRedisSentinel(t)
+	s := newServiceOn(t, st.Client(t), "REDIS_SENTINEL_MASTER="+st.Master, "REDIS_SENTINEL_ADDRS="+st.Addr,
+		"REDIS_PASSWORD="+st.Password, "REDIS_SENTINEL_PASSWORD="+st.Password)
+	threeReplicasShareTheStream(t, s, 600)
+}
