@@ -75,19 +75,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		db.Close()
 		return nil, err
 	}
-
-	m := metrics.New()
-	m.SetBuildInfo(cfg.Build.Version, cfg.Build.Commit)
-	m.WatchDB(db.DB)
-	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
-		b, err := store.Backlog(ctx)
-		return metrics.BacklogStats{Pending: b.Pending, Dead: b.Dead, Blocked: b.Blocked, OldestPending: b.Oldest}, err
-	})
-
-	var notifier servicelayer.Notifier = notifications.NewLog(log)
-	if cfg.SMTPAddr != "" {
-		notifier = notifications.NewSMTP(cfg.SMTPAddr, "")
-	}
+	m := newMetrics(cfg, db, store)
+	notifier := newNotifier(cfg, log)
 	tp := cfg.tracer()
 	if cfg.tracing() {
 		if err := tracing.Redis(rc, tp); err != nil {
@@ -97,6 +86,57 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			return nil, err
 		}
 	}
+	bus := servicelayer.NewBus(servicelayer.Dependencies{
+		UoW:            store,
+		Publisher:      newPublisher(cfg, rc),
+		Notifier:       notifier,
+		Log:            log,
+		Observer:       m,
+		TracerProvider: tp,
+	})
+	app := &App{
+		Bus:        bus,
+		Handler:    newAPI(cfg, log, bus, store, db, rc, m, tp),
+		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
+		Store:      store,
+		cfg:        cfg,
+		log:        log,
+		db:         db,
+		redis:      rc,
+		embedded:   embedded,
+		metrics:    m,
+	}
+	if err := app.wireConsumer(tp); err != nil {
+		app.Close()
+		return nil, err
+	}
+	return app, nil
+}
+
+// newMetrics makes the service's metrics, the database pool's and the
+// event log's backlog among them.
+func newMetrics(cfg Config, db *sqlx.DB, store *sqlstore.Store) *metrics.Metrics {
+	m := metrics.New()
+	m.SetBuildInfo(cfg.Build.Version, cfg.Build.Commit)
+	m.WatchDB(db.DB)
+	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
+		b, err := store.Backlog(ctx)
+		return metrics.BacklogStats{Pending: b.Pending, Dead: b.Dead, Blocked: b.Blocked, OldestPending: b.Oldest}, err
+	})
+	return m
+}
+
+// newNotifier sends the notifications by mail when SMTP_ADDR is set, and
+// only logs them otherwise.
+func newNotifier(cfg Config, log *slog.Logger) servicelayer.Notifier {
+	if cfg.SMTPAddr != "" {
+		return notifications.NewSMTP(cfg.SMTPAddr, "")
+	}
+	return notifications.NewLog(log)
+}
+
+// newPublisher publishes the outbound events to the Redis streams.
+func newPublisher(cfg Config, rc goredis.UniversalClient) *redis.Publisher {
 	publisher := redis.NewPublisher(rc, cfg.RedisPrefix)
 	publisher.SetStreamMaxLen(cfg.StreamMaxLen)
 	publisher.SetPublishedIDTTL(cfg.PublishedIDTTL)
@@ -105,15 +145,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		// this process is its only publisher.
 		publisher.SetPublishedIDLimit(cfg.PublishedIDLimit)
 	}
-	bus := servicelayer.NewBus(servicelayer.Dependencies{
-		UoW:            store,
-		Publisher:      publisher,
-		Notifier:       notifier,
-		Log:            log,
-		Observer:       m,
-		TracerProvider: tp,
-	})
-	api := httpapi.New(httpapi.Config{
+	return publisher
+}
+
+// newAPI is the HTTP API, its readiness checking the database and Redis.
+func newAPI(cfg Config, log *slog.Logger, bus *servicelayer.Bus, store *sqlstore.Store, db *sqlx.DB, rc goredis.UniversalClient,
+	m *metrics.Metrics, tp trace.TracerProvider) http.Handler {
+	return httpapi.New(httpapi.Config{
 		Bus:   bus,
 		Views: store,
 		Checks: []httpapi.Check{
@@ -125,42 +163,35 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Metrics: m.Handler(),
 		Tracing: tracing.HTTP(tp),
 	})
-	sub := redis.NewSubscriber(rc, cfg.RedisPrefix, log)
-	sub.OnTrimmed(m.DeadLetterListTrimmed)
-	app := &App{
-		Bus:        bus,
-		Handler:    api,
-		Dispatcher: servicelayer.NewDispatcher(bus, store, log),
-		Store:      store,
-		cfg:        cfg,
-		log:        log,
-		db:         db,
-		redis:      rc,
-		embedded:   embedded,
-		metrics:    m,
-	}
-	app.Consumer, err = consumer.New(consumer.Config{
-		Bus:            bus,
-		Owners:         store,
+}
+
+// wireConsumer builds the consumer of the pub/sub channels and the reader
+// of the inbound streams, which sets aside through the consumer.
+func (a *App) wireConsumer(tp trace.TracerProvider) error {
+	sub := redis.NewSubscriber(a.redis, a.cfg.RedisPrefix, a.log)
+	sub.OnTrimmed(a.metrics.DeadLetterListTrimmed)
+	var err error
+	a.Consumer, err = consumer.New(consumer.Config{
+		Bus:            a.Bus,
+		Owners:         a.Store,
 		Source:         sub,
-		DeadLetters:    countedDeadLetters{DeadLetterRecorder: store, recorded: m.DeadLetterRecorded},
-		Log:            log,
-		Concurrency:    cfg.ConsumerConcurrency,
-		Observe:        m.InboundMessage,
+		DeadLetters:    countedDeadLetters{DeadLetterRecorder: a.Store, recorded: a.metrics.DeadLetterRecorded},
+		Log:            a.log,
+		Concurrency:    a.cfg.ConsumerConcurrency,
+		Observe:        a.metrics.InboundMessage,
 		TracerProvider: tp,
 	})
 	if err != nil {
-		app.Close()
-		return nil, err
+		return err
 	}
-	app.streams = redis.NewStreamReader(rc, cfg.RedisPrefix, redis.StreamOptions{
-		Consumer:      cfg.ConsumerName,
-		ClaimIdle:     cfg.StreamClaimIdle,
-		MaxDeliveries: cfg.StreamMaxDeliveries,
+	a.streams = redis.NewStreamReader(a.redis, a.cfg.RedisPrefix, redis.StreamOptions{
+		Consumer:      a.cfg.ConsumerName,
+		ClaimIdle:     a.cfg.StreamClaimIdle,
+		MaxDeliveries: a.cfg.StreamMaxDeliveries,
 		// Entries the reader refuses itself are recorded like the others.
-		SetAside: app.Consumer.SetAsideEntry,
-	}, log)
-	return app, nil
+		SetAside: a.Consumer.SetAsideEntry,
+	}, a.log)
+	return nil
 }
 
 // countedDeadLetters counts the dead letters recorded, by channel.

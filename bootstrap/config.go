@@ -251,41 +251,78 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Validate reports every setting that cannot work, all at once.
+// Validate reports every setting that cannot work, all at once, in the
+// order of the checks below.
 func (c Config) Validate() error {
-	var errs []error
+	errs := []error{c.checkDatabase()}
+	errs = append(errs, c.validateRedis()...)
+	errs = append(errs,
+		checkListenAddr("HTTP_ADDR", c.HTTPAddr, "host:port or :port", false),
+		checkListenAddr("ADMIN_ADDR", c.AdminAddr, "host:port or :port", true),
+		checkListenAddr("SMTP_ADDR", c.SMTPAddr, "host:port", true),
+		c.checkConsumerConcurrency(),
+		c.checkInboxRetention(),
+		c.checkRetentions(),
+		c.checkPublishedIDTTL(),
+	)
+	// errors.Join leaves out the nil errors of the checks that passed.
+	return errors.Join(errs...)
+}
+
+// checkDatabase refuses a DATA_DIR that cannot be part of the SQLite URL,
+// or a DATABASE_URL that is not PostgreSQL's.
+func (c Config) checkDatabase() error {
 	if c.EmbeddedDatabase() {
 		if c.DataDir == "" || strings.ContainsAny(c.DataDir, "?#") {
-			errs = append(errs, fmt.Errorf("DATA_DIR %q: want a directory name without ? or #", c.DataDir))
+			return fmt.Errorf("DATA_DIR %q: want a directory name without ? or #", c.DataDir)
 		}
-	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		errs = append(errs, fmt.Errorf("DATABASE_URL %q: want postgres://user@host:port/dbname, or leave it unset for an embedded SQLite file", redactURL(c.DatabaseURL)))
+		return nil
 	}
-	errs = append(errs, c.validateRedis()...)
-	if !strings.Contains(c.HTTPAddr, ":") {
-		errs = append(errs, fmt.Errorf("HTTP_ADDR %q: want host:port or :port", c.HTTPAddr))
+	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return fmt.Errorf("DATABASE_URL %q: want postgres://user@host:port/dbname, or leave it unset for an embedded SQLite file", redactURL(c.DatabaseURL))
 	}
-	if c.AdminAddr != "" && !strings.Contains(c.AdminAddr, ":") {
-		errs = append(errs, fmt.Errorf("ADMIN_ADDR %q: want host:port or :port", c.AdminAddr))
+	return nil
+}
+
+// checkListenAddr refuses an address without a port; an optional one may
+// be left empty.
+func checkListenAddr(name, addr, want string, optional bool) error {
+	if (optional && addr == "") || strings.Contains(addr, ":") {
+		return nil
 	}
-	if c.SMTPAddr != "" && !strings.Contains(c.SMTPAddr, ":") {
-		errs = append(errs, fmt.Errorf("SMTP_ADDR %q: want host:port", c.SMTPAddr))
-	}
+	return fmt.Errorf("%s %q: want %s", name, addr, want)
+}
+
+func (c Config) checkConsumerConcurrency() error {
 	if c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > MaxConsumerConcurrency {
-		errs = append(errs, fmt.Errorf("CONSUMER_CONCURRENCY %d: want 1 to %d", c.ConsumerConcurrency, MaxConsumerConcurrency))
+		return fmt.Errorf("CONSUMER_CONCURRENCY %d: want 1 to %d", c.ConsumerConcurrency, MaxConsumerConcurrency)
 	}
+	return nil
+}
+
+// checkInboxRetention refuses to forget a message's id before the stream
+// consumer may have stopped redelivering it.
+func (c Config) checkInboxRetention() error {
 	if c.InboxRetention != 0 && c.InboxRetention < c.LongestRedelivery() {
-		errs = append(errs, fmt.Errorf("INBOX_RETENTION %s: want 0 (keep) or at least %s, the longest the stream consumer may take to redeliver a message "+
-			"(STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE); lower those to allow less", c.InboxRetention, c.LongestRedelivery()))
+		return fmt.Errorf("INBOX_RETENTION %s: want 0 (keep) or at least %s, the longest the stream consumer may take to redeliver a message "+
+			"(STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE); lower those to allow less", c.InboxRetention, c.LongestRedelivery())
 	}
+	return nil
+}
+
+func (c Config) checkRetentions() error {
 	if c.EventRetention < 0 || c.InboxRetention < 0 || c.PruneInterval <= 0 {
-		errs = append(errs, fmt.Errorf("EVENT_RETENTION %s, INBOX_RETENTION %s, PRUNE_INTERVAL %s: retentions are 0 (keep) or positive, the interval positive",
-			c.EventRetention, c.InboxRetention, c.PruneInterval))
+		return fmt.Errorf("EVENT_RETENTION %s, INBOX_RETENTION %s, PRUNE_INTERVAL %s: retentions are 0 (keep) or positive, the interval positive",
+			c.EventRetention, c.InboxRetention, c.PruneInterval)
 	}
+	return nil
+}
+
+func (c Config) checkPublishedIDTTL() error {
 	if c.PublishedIDTTL < redis.MinPublishedIDTTL {
-		errs = append(errs, fmt.Errorf("PUBLISHED_ID_TTL %s: want at least %s; a redelivery after it would be published again", c.PublishedIDTTL, redis.MinPublishedIDTTL))
+		return fmt.Errorf("PUBLISHED_ID_TTL %s: want at least %s; a redelivery after it would be published again", c.PublishedIDTTL, redis.MinPublishedIDTTL)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // readRedisTopology reads the settings of a Redis Cluster or Sentinel.
@@ -303,7 +340,16 @@ func (c *Config) readRedisTopology(getenv func(string) string) {
 // validateRedis checks that one Redis is chosen, and every setting of it:
 // REDIS_URL, a Cluster, Sentinel, or none of them (the embedded Redis).
 func (c Config) validateRedis() []error {
-	var errs []error
+	errs := []error{c.checkOneRedis(), c.checkRedisAddr()}
+	errs = append(errs, checkAddrs("REDIS_CLUSTER_ADDRS", c.RedisCluster)...)
+	errs = append(errs, c.checkSentinel()...)
+	errs = append(errs, c.checkRedisAuth())
+	errs = append(errs, c.checkRedisTLS()...)
+	return withoutNil(errs)
+}
+
+// checkOneRedis refuses more than one way to reach Redis.
+func (c Config) checkOneRedis() error {
 	chosen := []string{}
 	if c.RedisURL != "" {
 		chosen = append(chosen, "REDIS_URL")
@@ -315,39 +361,77 @@ func (c Config) validateRedis() []error {
 		chosen = append(chosen, "REDIS_SENTINEL_MASTER with REDIS_SENTINEL_ADDRS")
 	}
 	if len(chosen) > 1 {
-		errs = append(errs, fmt.Errorf("%s: set one of them, they are different ways to reach Redis", strings.Join(chosen, " and ")))
+		return fmt.Errorf("%s: set one of them, they are different ways to reach Redis", strings.Join(chosen, " and "))
 	}
+	return nil
+}
+
+// checkRedisAddr checks the embedded Redis's address, or REDIS_URL.
+func (c Config) checkRedisAddr() error {
 	switch {
 	case c.EmbeddedRedis():
 		if _, port, err := net.SplitHostPort(c.EmbeddedRedisAddr); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("EMBEDDED_REDIS_ADDR %q: want host:port", c.EmbeddedRedisAddr))
+			return fmt.Errorf("EMBEDDED_REDIS_ADDR %q: want host:port", c.EmbeddedRedisAddr)
 		}
 	case c.RedisURL != "":
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-			errs = append(errs, fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL)))
+			return fmt.Errorf("REDIS_URL %q: want redis://host:port/db, or leave it unset for an embedded Redis", redactURL(c.RedisURL))
 		}
 	}
-	errs = append(errs, checkAddrs("REDIS_CLUSTER_ADDRS", c.RedisCluster)...)
-	if s := c.RedisSentinel; s.Set() {
-		if s.Master == "" || len(s.Addrs) == 0 {
-			errs = append(errs, errors.New("REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ADDRS: set both, the master's name and where its Sentinels listen"))
-		}
-		errs = append(errs, checkAddrs("REDIS_SENTINEL_ADDRS", s.Addrs)...)
+	return nil
+}
+
+// checkSentinel wants both the master's name and its Sentinels, once
+// either is set.
+func (c Config) checkSentinel() []error {
+	s := c.RedisSentinel
+	if !s.Set() {
+		return nil
 	}
+	var errs []error
+	if s.Master == "" || len(s.Addrs) == 0 {
+		errs = append(errs, errors.New("REDIS_SENTINEL_MASTER and REDIS_SENTINEL_ADDRS: set both, the master's name and where its Sentinels listen"))
+	}
+	return append(errs, checkAddrs("REDIS_SENTINEL_ADDRS", s.Addrs)...)
+}
+
+// checkRedisAuth refuses REDIS_USERNAME and REDIS_PASSWORD where nothing
+// would use them.
+func (c Config) checkRedisAuth() error {
 	if c.RedisAuth != (RedisAuth{}) && len(c.RedisCluster) == 0 && c.RedisSentinel.Master == "" {
-		errs = append(errs, errors.New("REDIS_USERNAME and REDIS_PASSWORD are for REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_MASTER; a REDIS_URL carries its own (redis://user:password@host:port/db)"))
+		return errors.New("REDIS_USERNAME and REDIS_PASSWORD are for REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_MASTER; a REDIS_URL carries its own (redis://user:password@host:port/db)")
 	}
-	if c.RedisTLS.Set() {
-		if len(c.RedisCluster) > 0 || c.RedisSentinel.Set() {
-			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: TLS to a Redis Cluster or through Sentinel is not supported; use a rediss:// REDIS_URL"))
-		} else if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
-			errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
-		}
-		if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
-			errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
-		}
+	return nil
+}
+
+// checkRedisTLS allows the TLS files only with a rediss:// REDIS_URL, and
+// the certificate only with its key.
+func (c Config) checkRedisTLS() []error {
+	if !c.RedisTLS.Set() {
+		return nil
+	}
+	var errs []error
+	if len(c.RedisCluster) > 0 || c.RedisSentinel.Set() {
+		errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: TLS to a Redis Cluster or through Sentinel is not supported; use a rediss:// REDIS_URL"))
+	} else if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "rediss" {
+		errs = append(errs, errors.New("REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE need a rediss:// REDIS_URL"))
+	}
+	if (c.RedisTLS.CertFile == "") != (c.RedisTLS.KeyFile == "") {
+		errs = append(errs, errors.New("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: set both or neither"))
 	}
 	return errs
+}
+
+// withoutNil leaves out the nil errors of the checks that passed, so that
+// validateRedis returns nothing when all pass.
+func withoutNil(errs []error) []error {
+	var out []error
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }
 
 // checkAddrs refuses addresses that are not host:port.

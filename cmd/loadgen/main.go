@@ -111,22 +111,14 @@ func progress(format string, args ...any) {
 }
 
 func run(ctx context.Context, cfg config, out io.Writer) (err error) {
-	sz := sizes{roundTrips: 200, inbound: 10_000, histories: []int{0, 10_000, 100_000}, samples: 200}
-	if cfg.quick {
-		sz = sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
-	}
 	if cfg.outboxOnly || cfg.historyOnly || cfg.tracingOnly {
 		return runOnly(ctx, cfg, out)
 	}
-	opts, err := goredis.ParseURL(cfg.redisURL)
+	rdb, err := connectRedis(ctx, cfg.redisURL)
 	if err != nil {
-		return fmt.Errorf("parse -redis: %w", err)
+		return err
 	}
-	rdb := goredis.NewClient(opts)
 	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("reach Redis at %s (make services starts it): %w", cfg.redisURL, err)
-	}
 
 	dbName := randomName("bench_")
 	dbURL, err := createDatabase(ctx, cfg.adminURL, dbName)
@@ -141,22 +133,14 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		}
 	}()
 
-	b := &bench{http: newHTTPClient(), rdb: rdb, run: randomName("")}
-	var svc *service
-	serviceDBURL := cfg.serviceDB
-	if cfg.target != "" {
-		b.url, b.prefix = strings.TrimSuffix(cfg.target, "/"), cfg.prefix
-	} else {
-		b.prefix = randomName("bench") + "."
-		progress("starting %s serve on database %s, Redis prefix %s", cfg.bin, dbName, b.prefix)
-		svc, err = startService(ctx, cfg.bin, dbURL, cfg.redisURL, b.prefix, rdb)
-		if err != nil {
-			return err
-		}
+	b, svc, serviceDBURL, err := newBench(ctx, cfg, rdb, dbName, dbURL)
+	if err != nil {
+		return err
+	}
+	if svc != nil {
 		// Deferred in this order, the service stops before its keys go.
 		defer deleteKeys(rdb, b.prefix)
 		defer svc.stop()
-		b.url, serviceDBURL = svc.url, dbURL
 	}
 	if serviceDBURL != "" {
 		if b.db, err = sqlx.ConnectContext(ctx, "postgres", serviceDBURL); err != nil {
@@ -164,23 +148,73 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		}
 		defer b.db.Close()
 	}
-
-	progress("preparing 100 SKUs and a hot one through the API")
-	spread, hot, err := b.prepare(ctx, 100)
-	if err != nil {
-		return fmt.Errorf("prepare: %w", err)
-	}
-	raw, err := newRawSQL(ctx, dbURL, append(append([]string(nil), spread...), hot))
+	spread, hot, raw, err := prepareSKUs(ctx, b, dbURL)
 	if err != nil {
 		return err
 	}
 	defer raw.close()
+	return measure(ctx, cfg, b, svc, raw, spread, hot, out)
+}
 
+// sizesOf are the sizes of the full run, or of the -quick smoke run.
+func sizesOf(quick bool) sizes {
+	if quick {
+		return sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
+	}
+	return sizes{roundTrips: 200, inbound: 10_000, histories: []int{0, 10_000, 100_000}, samples: 200}
+}
+
+// connectRedis returns a client of -redis once it answers, so that a
+// missing Redis is reported before anything is created.
+func connectRedis(ctx context.Context, redisURL string) (*goredis.Client, error) {
+	opts, err := goredis.ParseURL(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse -redis: %w", err)
+	}
+	rdb := goredis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("reach Redis at %s (make services starts it): %w", redisURL, err)
+	}
+	return rdb, nil
+}
+
+// newBench points a bench at -target, or starts the service on the bench
+// database (svc is then non-nil, for the caller to stop). serviceDBURL is
+// the service's database when known, for the history phases.
+func newBench(ctx context.Context, cfg config, rdb *goredis.Client, dbName, dbURL string) (b *bench, svc *service, serviceDBURL string, err error) {
+	b = &bench{http: newHTTPClient(), rdb: rdb, run: randomName("")}
+	if cfg.target != "" {
+		b.url, b.prefix = strings.TrimSuffix(cfg.target, "/"), cfg.prefix
+		return b, nil, cfg.serviceDB, nil
+	}
+	b.prefix = randomName("bench") + "."
+	progress("starting %s serve on database %s, Redis prefix %s", cfg.bin, dbName, b.prefix)
+	if svc, err = startService(ctx, cfg.bin, dbURL, cfg.redisURL, b.prefix, rdb); err != nil {
+		return nil, nil, "", err
+	}
+	b.url = svc.url
+	return b, svc, dbURL, nil
+}
+
+// prepareSKUs creates 100 SKUs and a hot one through the API, and the raw
+// SQL reference on the same SKUs; the caller closes raw.
+func prepareSKUs(ctx context.Context, b *bench, dbURL string) (spread []string, hot string, raw *rawSQL, err error) {
+	progress("preparing 100 SKUs and a hot one through the API")
+	if spread, hot, err = b.prepare(ctx, 100); err != nil {
+		return nil, "", nil, fmt.Errorf("prepare: %w", err)
+	}
+	if raw, err = newRawSQL(ctx, dbURL, append(append([]string(nil), spread...), hot)); err != nil {
+		return nil, "", nil, err
+	}
+	return spread, hot, raw, nil
+}
+
+// measure runs the phases in order and prints the table: the PostgreSQL
+// reference of the soak first, since -embedded-only needs only it.
+func measure(ctx context.Context, cfg config, b *bench, svc *service, raw *rawSQL, spread []string, hot string, out io.Writer) error {
 	var t table
-	progress("POST /allocate, %d SKUs, %d clients, %s: PostgreSQL's figure for the embedded soak", soakSKUs, soakClients, cfg.duration)
-	pgRef := b.allocateLoad(ctx, spread[:soakSKUs], soakClients, cfg.duration)
-	t.add(row{name: fmt.Sprintf("POST /allocate, %d SKUs, %d clients", soakSKUs, soakClients), result: fmt.Sprintf("%.0f req/s", pgRef.rate()),
-		p50: ms(pgRef.p50), p99: ms(pgRef.p99), fail: fmt.Sprint(pgRef.failures)}, pgRef.firstErr, "")
+	pgRef := postgresReference(ctx, b, spread, cfg.duration, &t)
 	if cfg.embeddedOnly {
 		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, &t); err != nil {
 			return fmt.Errorf("embedded soak: %w", err)
@@ -190,15 +224,48 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		t.print(out)
 		return nil
 	}
+	allocatePhases(ctx, b, raw, spread, hot, cfg.duration, &t)
+	sz := sizesOf(cfg.quick)
+	if err := roundTripPhase(ctx, b, sz.roundTrips, &t); err != nil {
+		return err
+	}
+	if err := inboundPhase(ctx, b, sz.inbound, cfg.duration, &t); err != nil {
+		return err
+	}
+	if err := historyLengthPhases(ctx, b, sz, &t); err != nil {
+		return err
+	}
+	if err := ownServicePhases(ctx, cfg, b.rdb, svc, pgRef, &t); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "allocation benchmark, %s, %d CPUs, %s per load phase%s\n\n",
+		time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration, map[bool]string{true: ", -quick"}[cfg.quick])
+	t.print(out)
+	return nil
+}
+
+// postgresReference drives /allocate as the embedded soak will, for its
+// PostgreSQL figure.
+func postgresReference(ctx context.Context, b *bench, spread []string, d time.Duration, t *table) summary {
+	progress("POST /allocate, %d SKUs, %d clients, %s: PostgreSQL's figure for the embedded soak", soakSKUs, soakClients, d)
+	pgRef := b.allocateLoad(ctx, spread[:soakSKUs], soakClients, d)
+	t.add(row{name: fmt.Sprintf("POST /allocate, %d SKUs, %d clients", soakSKUs, soakClients), result: fmt.Sprintf("%.0f req/s", pgRef.rate()),
+		p50: ms(pgRef.p50), p99: ms(pgRef.p99), fail: fmt.Sprint(pgRef.failures)}, pgRef.firstErr, "")
+	return pgRef
+}
+
+// allocatePhases compare /allocate with raw SQL on 100 SKUs and on the hot
+// one, at 1, 8 and 32 clients; the target applies at 32.
+func allocatePhases(ctx context.Context, b *bench, raw *rawSQL, spread []string, hot string, d time.Duration, t *table) {
 	for _, set := range []struct {
 		name string
 		skus []string
 		goal float64
 	}{{"100 SKUs", spread, 0.8}, {"hot SKU", []string{hot}, 0.5}} {
 		for _, clients := range []int{1, 8, 32} {
-			progress("POST /allocate, %s, %s, %s; then raw SQL", set.name, plural(clients, "client"), cfg.duration)
-			s := b.allocateLoad(ctx, set.skus, clients, cfg.duration)
-			r := raw.load(ctx, b, set.skus, clients, cfg.duration)
+			progress("POST /allocate, %s, %s, %s; then raw SQL", set.name, plural(clients, "client"), d)
+			s := b.allocateLoad(ctx, set.skus, clients, d)
+			r := raw.load(ctx, b, set.skus, clients, d)
 			ratio := s.rate() / max(r.rate(), 1e-9)
 			row := row{
 				name:   fmt.Sprintf("POST /allocate, %s, %s", set.name, plural(clients, "client")),
@@ -212,90 +279,109 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 			t.add(row, s.firstErr, r.firstErr)
 		}
 	}
+}
 
-	progress("change_batch_quantity → line_allocated, %d round trips", sz.roundTrips)
-	rt, err := b.roundTrip(ctx, sz.roundTrips)
+// roundTripPhase times change_batch_quantity → line_allocated, one at a time.
+func roundTripPhase(ctx context.Context, b *bench, n int, t *table) error {
+	progress("change_batch_quantity → line_allocated, %d round trips", n)
+	rt, err := b.roundTrip(ctx, n)
 	if err != nil {
 		return fmt.Errorf("round trip: %w", err)
 	}
-	rtRow := row{name: fmt.Sprintf("change → line_allocated, %s sequential", thousands(sz.roundTrips)),
+	rtRow := row{name: fmt.Sprintf("change → line_allocated, %s sequential", thousands(n)),
 		p50: ms(rt.p50), p99: ms(rt.p99), fail: fmt.Sprint(rt.failures), target: "p50 < 5 ms, p99 < 25 ms",
 		met: mark(rt.failures == 0 && rt.p50 < 5*time.Millisecond && rt.p99 < 25*time.Millisecond)}
 	if rt.failures > 0 {
 		rt.firstErr = "no line_allocated within 5 s"
 	}
 	t.add(rtRow, rt.firstErr, "")
+	return nil
+}
 
-	progress("inbound: %d change_batch_quantity entries on the stream", sz.inbound)
-	in, err := b.inbound(ctx, sz.inbound, 4*cfg.duration+10*time.Second)
+// inboundPhase measures the inbound stream's throughput on n entries.
+func inboundPhase(ctx context.Context, b *bench, n int, d time.Duration, t *table) error {
+	progress("inbound: %d change_batch_quantity entries on the stream", n)
+	in, err := b.inbound(ctx, n, 4*d+10*time.Second)
 	if err != nil {
 		return fmt.Errorf("inbound: %w", err)
 	}
-	t.add(row{name: fmt.Sprintf("inbound stream, %s messages", thousands(sz.inbound)), result: fmt.Sprintf("%.0f msg/s", in.rate()),
+	t.add(row{name: fmt.Sprintf("inbound stream, %s messages", thousands(n)), result: fmt.Sprintf("%.0f msg/s", in.rate()),
 		fail: fmt.Sprint(in.failures), target: "≥ 1,500 msg/s", met: mark(in.failures == 0 && in.rate() >= 1500)}, in.firstErr, "")
+	return nil
+}
 
+// historyLengthPhases compare /allocate after each history length with the
+// fresh SKU; they need the service's database to write the history.
+func historyLengthPhases(ctx context.Context, b *bench, sz sizes, t *table) error {
 	if b.db == nil {
 		t.note("allocate after a long history: skipped, the service's database is unknown (give -service-db)")
-	} else {
-		var fresh time.Duration
-		for i, n := range sz.histories {
-			progress("POST /allocate after %d earlier allocations on its SKU, %d samples", n, sz.samples)
-			h, err := b.history(ctx, n, sz.samples)
-			if err != nil {
-				return fmt.Errorf("history %d: %w", n, err)
-			}
-			r := row{name: fmt.Sprintf("POST /allocate after %s earlier", thousands(n)), p50: ms(h.p50), p99: ms(h.p99), fail: fmt.Sprint(h.failures)}
-			if i == 0 {
-				fresh = h.p50
-			} else {
-				ratio := float64(h.p50) / float64(max(fresh, 1))
-				r.ratio = fmt.Sprintf("%.2f× fresh", ratio)
-				if i == len(sz.histories)-1 {
-					r.target = "p50 ≤ 1.5× fresh (after 100,000)"
-					r.met = mark(ratio <= 1.5 && h.failures == 0)
-				}
-			}
-			t.add(r, h.firstErr, "")
-		}
+		return nil
 	}
+	var fresh time.Duration
+	for i, n := range sz.histories {
+		progress("POST /allocate after %d earlier allocations on its SKU, %d samples", n, sz.samples)
+		h, err := b.history(ctx, n, sz.samples)
+		if err != nil {
+			return fmt.Errorf("history %d: %w", n, err)
+		}
+		r := row{name: fmt.Sprintf("POST /allocate after %s earlier", thousands(n)), p50: ms(h.p50), p99: ms(h.p99), fail: fmt.Sprint(h.failures)}
+		if i == 0 {
+			fresh = h.p50
+		} else {
+			ratio := float64(h.p50) / float64(max(fresh, 1))
+			r.ratio = fmt.Sprintf("%.2f× fresh", ratio)
+			if i == len(sz.histories)-1 {
+				r.target = "p50 ≤ 1.5× fresh (after 100,000)"
+				r.met = mark(ratio <= 1.5 && h.failures == 0)
+			}
+		}
+		t.add(r, h.firstErr, "")
+	}
+	return nil
+}
 
+// ownServicePhases are the phases that start services of their own or need
+// this run's service (its pid): skipped or noted with -target.
+func ownServicePhases(ctx context.Context, cfg config, rdb *goredis.Client, svc *service, pgRef summary, t *table) error {
 	if cfg.target == "" {
-		if err := outboxPhases(ctx, cfg, &t); err != nil {
+		if err := outboxPhases(ctx, cfg, t); err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}
-		if err := historyPhases(ctx, cfg, rdb, &t); err != nil {
+		if err := historyPhases(ctx, cfg, rdb, t); err != nil {
 			return fmt.Errorf("history: %w", err)
 		}
-		if err := tracingPhase(ctx, cfg, rdb, &t); err != nil {
+		if err := tracingPhase(ctx, cfg, rdb, t); err != nil {
 			return fmt.Errorf("tracing: %w", err)
 		}
 	}
+	if err := peakRSSRow(svc, t); err != nil {
+		return err
+	}
+	if cfg.target != "" {
+		t.note("embedded soak: skipped with -target")
+		return nil
+	}
+	if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, t); err != nil {
+		return fmt.Errorf("embedded soak: %w", err)
+	}
+	return nil
+}
 
+// peakRSSRow reports the service's peak memory, and its warnings' count.
+func peakRSSRow(svc *service, t *table) error {
 	if svc == nil {
 		t.note("peak RSS: skipped, the service's pid is unknown with -target")
-	} else {
-		rss, err := peakRSS(svc.pid())
-		if err != nil {
-			return err
-		}
-		mb := float64(rss) / (1 << 20)
-		t.add(row{name: "peak RSS of the service (VmHWM)", result: fmt.Sprintf("%.1f MB", mb), target: "< 100 MB", met: mark(mb < 100)}, "", "")
-		if n := svc.logLines(); n > 0 {
-			t.note(fmt.Sprintf("the service logged %d lines at warn or above: %s", n, svc.logs.Name()))
-		}
+		return nil
 	}
-
-	if cfg.target == "" {
-		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, &t); err != nil {
-			return fmt.Errorf("embedded soak: %w", err)
-		}
-	} else {
-		t.note("embedded soak: skipped with -target")
+	rss, err := peakRSS(svc.pid())
+	if err != nil {
+		return err
 	}
-
-	fmt.Fprintf(out, "allocation benchmark, %s, %d CPUs, %s per load phase%s\n\n",
-		time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration, map[bool]string{true: ", -quick"}[cfg.quick])
-	t.print(out)
+	mb := float64(rss) / (1 << 20)
+	t.add(row{name: "peak RSS of the service (VmHWM)", result: fmt.Sprintf("%.1f MB", mb), target: "< 100 MB", met: mark(mb < 100)}, "", "")
+	if n := svc.logLines(); n > 0 {
+		t.note(fmt.Sprintf("the service logged %d lines at warn or above: %s", n, svc.logs.Name()))
+	}
 	return nil
 }
 
