@@ -81,6 +81,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.tracing() {
 		if err := tracing.Redis(rc, tp); err != nil {
 			rc.Close()
+			if embedded != nil {
+				embedded.Close() // else it keeps serving after a failed start
+			}
 			store.Close()
 			db.Close()
 			return nil, err
