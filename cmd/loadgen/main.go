@@ -47,6 +47,8 @@ type config struct {
 	// every other measurement but the PostgreSQL reference of the soak.
 	soak         time.Duration
 	embeddedOnly bool
+	// flashOnly runs only the flash-sale reference (flashSalePhases).
+	flashOnly bool
 	// embeddedAdmin, when set, is the embedded service's ADMIN_ADDR, so
 	// that its profiles can be taken during the soak.
 	embeddedAdmin string
@@ -74,6 +76,7 @@ func main() {
 	flag.BoolVar(&cfg.tracingOnly, "tracing-only", false, "run only the tracing phase (allocate with tracing off vs on, exporting every trace to a dummy OTLP endpoint)")
 	flag.BoolVar(&cfg.historyOnly, "history-only", false, "run only the history phases (GET /events on a million events; allocate while pruning)")
 	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
+	flag.BoolVar(&cfg.flashOnly, "flashsale-only", false, "run only the flash-sale reference: the service against pgbench -M prepared (one statement; the 4-statement transaction on the hot SKU), with CPU per allocation")
 	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
 	flag.StringVar(&cfg.embeddedAdmin, "embedded-admin", "", "ADMIN_ADDR of the embedded service (host:port), to profile it during the soak through /debug/pprof/")
 	flag.Parse()
@@ -224,7 +227,21 @@ func measure(ctx context.Context, cfg config, b *bench, svc *service, raw *rawSQ
 		t.print(out)
 		return nil
 	}
+	if cfg.flashOnly {
+		if err := flashSalePhases(ctx, b, svc, raw.url, spread, hot, cfg.duration, &t); err != nil {
+			return fmt.Errorf("flash sale: %w", err)
+		}
+		fmt.Fprintf(out, "allocation benchmark, flash-sale reference only, %s, %d CPUs, %s per load phase\n\n",
+			time.Now().Format("2006-01-02 15:04"), runtime.NumCPU(), cfg.duration)
+		t.print(out)
+		return nil
+	}
 	allocatePhases(ctx, b, raw, spread, hot, cfg.duration, &t)
+	if svc != nil {
+		if err := flashSalePhases(ctx, b, svc, raw.url, spread, hot, cfg.duration, &t); err != nil {
+			return fmt.Errorf("flash sale: %w", err)
+		}
+	}
 	sz := sizesOf(cfg.quick)
 	if err := roundTripPhase(ctx, b, sz.roundTrips, &t); err != nil {
 		return err

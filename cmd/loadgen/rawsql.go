@@ -13,7 +13,8 @@ import (
 // transactional allocation with an outbox costs on this PostgreSQL. It lives
 // in its own schema so its tables never meet the service's.
 type rawSQL struct {
-	db *sqlx.DB
+	db  *sqlx.DB
+	url string // for pgbench (flashSalePhases)
 }
 
 // rawPool matches the service's PostgreSQL pool, so both get the same
@@ -29,7 +30,8 @@ func newRawSQL(ctx context.Context, dbURL string, skus []string) (*rawSQL, error
 	db.SetMaxIdleConns(rawPool)
 	schema := []string{
 		`CREATE SCHEMA IF NOT EXISTS rawref`,
-		`CREATE TABLE rawref.products (sku varchar(255) PRIMARY KEY, version integer NOT NULL DEFAULT 0)`,
+		// n numbers the products for pgbench's scripts: 1 to 100, the hot one 101.
+		`CREATE TABLE rawref.products (sku varchar(255) PRIMARY KEY, n integer UNIQUE NOT NULL, version integer NOT NULL DEFAULT 0)`,
 		`CREATE TABLE rawref.allocations (id bigserial PRIMARY KEY, sku varchar(255) NOT NULL, orderid varchar(255) NOT NULL, qty integer NOT NULL)`,
 		`CREATE TABLE rawref.events (id bigserial PRIMARY KEY, payload jsonb NOT NULL)`,
 	}
@@ -39,13 +41,13 @@ func newRawSQL(ctx context.Context, dbURL string, skus []string) (*rawSQL, error
 			return nil, fmt.Errorf("create the raw SQL tables: %w", err)
 		}
 	}
-	for _, sku := range skus {
-		if _, err := db.ExecContext(ctx, `INSERT INTO rawref.products (sku) VALUES ($1)`, sku); err != nil {
+	for i, sku := range skus {
+		if _, err := db.ExecContext(ctx, `INSERT INTO rawref.products (sku, n) VALUES ($1, $2)`, sku, i+1); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("insert raw product %s: %w", sku, err)
 		}
 	}
-	return &rawSQL{db: db}, nil
+	return &rawSQL{db: db, url: dbURL}, nil
 }
 
 func (r *rawSQL) close() error { return r.db.Close() }
