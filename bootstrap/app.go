@@ -231,10 +231,10 @@ func databaseName(cfg Config) string {
 	return "postgres"
 }
 
-// storeOptions builds a store for the bus's handlers: a delivery of each
+// StoreOptions builds a store for the bus's handlers: a delivery of each
 // event for each of its handlers, and a dispatcher's claim on a delivery
 // lasting a second longer than the dispatcher lets it run.
-func storeOptions(log *slog.Logger) sqlstore.Options {
+func StoreOptions(log *slog.Logger) sqlstore.Options {
 	return sqlstore.Options{Log: log, Routes: servicelayer.EventRoutes(), ClaimLease: servicelayer.DeliveryTimeout + time.Second}
 }
 
@@ -257,13 +257,13 @@ func OpenStore(ctx context.Context, cfg Config, log *slog.Logger) (*sqlx.DB, *sq
 		if err != nil {
 			return nil, nil, err
 		}
-		return db, sqlite.NewStore(db, storeOptions(log)), nil
+		return db, sqlite.NewStore(db, StoreOptions(log)), nil
 	}
 	db, err := postgres.OpenDriver(ctx, driver, cfg.DatabaseURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	store, err := postgres.NewStore(db, cfg.DatabaseURL, storeOptions(log))
+	store, err := postgres.NewStore(db, cfg.DatabaseURL, StoreOptions(log))
 	if err != nil {
 		db.Close()
 		return nil, nil, err

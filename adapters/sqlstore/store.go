@@ -113,8 +113,14 @@ type Options struct {
 	ClaimLease time.Duration
 }
 
-// New returns a store on db that writes through dialect.
+// New returns a store on db that writes through dialect. It panics
+// without Routes or a ClaimLease: a store that queued no deliveries would
+// lose every event, one with no lease would let dispatchers take each
+// other's deliveries.
 func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
+	if len(opts.Routes) == 0 || opts.ClaimLease <= 0 {
+		panic("sqlstore.New: Options need Routes and a positive ClaimLease (bootstrap.StoreOptions builds them)")
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()

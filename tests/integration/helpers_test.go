@@ -6,13 +6,13 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"allocation/adapters/postgres"
 	"allocation/adapters/sqlite"
 	"allocation/adapters/sqlstore"
+	"allocation/bootstrap"
 	"allocation/servicelayer"
 	"allocation/tests/testenv"
 )
@@ -65,7 +65,7 @@ func freshPG(t testing.TB) testDB {
 	if err := postgres.Migrate(ctx, db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	store, err := postgres.NewStore(db, url, storeOptions())
+	store, err := postgres.NewStore(db, url, bootstrap.StoreOptions(slog.Default()))
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
@@ -81,7 +81,7 @@ func freshSQLite(t testing.TB) testDB {
 	if err := sqlite.Migrate(context.Background(), db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	store := sqlite.NewStore(db, storeOptions())
+	store := sqlite.NewStore(db, bootstrap.StoreOptions(slog.Default()))
 	t.Cleanup(func() { store.Close() })
 	return remember(testDB{DB: db, store: store})
 }
@@ -136,11 +136,6 @@ func busOn(t testing.TB, open opener) (*servicelayer.Bus, testDB) {
 func postgresBus(t testing.TB) (*servicelayer.Bus, testDB) {
 	t.Helper()
 	return busOn(t, freshPG)
-}
-
-// storeOptions builds a store for the bus's handlers, as the service does.
-func storeOptions() sqlstore.Options {
-	return sqlstore.Options{Log: slog.Default(), Routes: servicelayer.EventRoutes(), ClaimLease: servicelayer.DeliveryTimeout + time.Second}
 }
 
 // opened maps each store the helpers opened to its database, for tests that

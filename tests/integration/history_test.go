@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 
 	"allocation/adapters/postgres"
 	"allocation/adapters/sqlite"
+	"allocation/bootstrap"
 	"allocation/domain"
 	"allocation/entrypoints/httpapi"
 	"allocation/servicelayer"
@@ -25,10 +27,10 @@ import (
 func reopen(t *testing.T, db testDB) testDB {
 	t.Helper()
 	if db.url == "" {
-		db.store = sqlite.NewStore(db.DB, storeOptions())
+		db.store = sqlite.NewStore(db.DB, bootstrap.StoreOptions(slog.Default()))
 	} else {
 		var err error
-		if db.store, err = postgres.NewStore(db.DB, db.url, storeOptions()); err != nil {
+		if db.store, err = postgres.NewStore(db.DB, db.url, bootstrap.StoreOptions(slog.Default())); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,9 +3,11 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 
 	"allocation/adapters/postgres"
+	"allocation/bootstrap"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -20,7 +22,7 @@ func TestPostgresGetForLineLoadsOnlyTheLineAtHand(t *testing.T) {
 		handleAll(t, bus, domain.Allocate{OrderID: fmt.Sprintf("o%d", i), SKU: "LEAN", Qty: 2})
 	}
 	// Another process: it has nothing cached and reads the product.
-	uow, err := postgres.NewStore(db.DB, db.url, storeOptions())
+	uow, err := postgres.NewStore(db.DB, db.url, bootstrap.StoreOptions(slog.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"allocation/adapters/sqlite"
 	"allocation/adapters/sqlstore"
+	"allocation/bootstrap"
 	"allocation/domain"
 	"allocation/servicelayer"
 )
@@ -30,7 +32,7 @@ func TestSQLiteKeepsTheDataAcrossARestart(t *testing.T) {
 		if err := sqlite.Migrate(ctx, db); err != nil {
 			t.Fatalf("migrate: %v", err)
 		}
-		store := sqlite.NewStore(db, storeOptions())
+		store := sqlite.NewStore(db, bootstrap.StoreOptions(slog.Default()))
 		t.Cleanup(func() { store.Close() })
 		handleAll(t, servicelayer.NewBus(servicelayer.Dependencies{UoW: store, Publisher: &recordingPublisher{}, Notifier: nopNotifier{}}), cmds...)
 		return store
