@@ -178,6 +178,8 @@ func (s *service) pid() int { return s.cmd.Process.Pid }
 // stop asks the service to shut down and kills it if it takes longer than 10 s.
 func (s *service) stop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	// A service a phase paused (SIGSTOP) handles the SIGTERM once resumed.
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):
