@@ -37,22 +37,14 @@ func NewBatch(ref, sku string, qty int, eta time.Time) (*Batch, error) {
 	return &Batch{ref: ref, sku: sku, purchased: qty, eta: dateOf(eta)}, nil
 }
 
-// RestoreBatch rebuilds a batch from storage with the lines already allocated to
-// it, oldest first. It trusts its input: storage only holds what the model made.
-func RestoreBatch(ref, sku string, purchased int, eta time.Time, lines []OrderLine) *Batch {
-	b := &Batch{ref: ref, sku: sku, purchased: purchased, eta: dateOf(eta), lines: lines}
-	for _, l := range lines {
-		b.allocated += l.Qty
-	}
-	return b
-}
-
-// RestoreBatchInPart rebuilds a batch from storage when only some of its lines
-// are loaded: allocated is the total quantity allocated to it, lines the
-// loaded ones, oldest first. Storage loads what the next decision needs:
-// the line about to be allocated (Product.Allocate), or every line of the
-// batch whose quantity changes (Product.ChangeBatchQuantity).
-func RestoreBatchInPart(ref, sku string, purchased, allocated int, eta time.Time, lines []OrderLine) *Batch {
+// RestoreBatch rebuilds a batch from storage. allocated is the quantity
+// allocated to it in all; lines are the allocated lines storage loaded,
+// oldest first, which may be only some of them: a decision needs the total,
+// and the lines only of what it may take back (the line about to be
+// allocated, for Product.Allocate; every line of a batch whose quantity
+// shrinks, for Product.ChangeBatchQuantity). It trusts its input: storage
+// only holds what the model made.
+func RestoreBatch(ref, sku string, purchased, allocated int, eta time.Time, lines []OrderLine) *Batch {
 	return &Batch{ref: ref, sku: sku, purchased: purchased, eta: dateOf(eta), lines: lines, allocated: allocated}
 }
 

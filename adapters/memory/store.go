@@ -459,7 +459,16 @@ func record(p *domain.Product) productRecord {
 func (rec productRecord) restore() *domain.Product {
 	batches := make([]*domain.Batch, len(rec.batches))
 	for i, b := range rec.batches {
-		batches[i] = domain.RestoreBatch(b.ref, b.sku, b.purchased, b.eta, slices.Clone(b.lines))
+		batches[i] = domain.RestoreBatch(b.ref, b.sku, b.purchased, allocatedQty(b.lines), b.eta, slices.Clone(b.lines))
 	}
 	return domain.RestoreProduct(rec.sku, rec.version, batches)
+}
+
+// allocatedQty is the quantity of lines: the memory store keeps every line.
+func allocatedQty(lines []domain.OrderLine) int {
+	n := 0
+	for _, l := range lines {
+		n += l.Qty
+	}
+	return n
 }

@@ -57,7 +57,7 @@ func (e cachedProduct) restore(sku string) (*domain.Product, productSnapshot) {
 	batches := make([]*domain.Batch, len(e.batches))
 	for i, b := range e.batches {
 		snap.batches[b.ref] = batchSnapshot{id: b.id, purchased: b.purchased, allocated: b.allocated}
-		batches[i] = domain.RestoreBatchInPart(b.ref, sku, b.purchased, b.allocated, b.eta, nil)
+		batches[i] = domain.RestoreBatch(b.ref, sku, b.purchased, b.allocated, b.eta, nil)
 	}
 	return domain.RestoreProduct(sku, e.version, slices.Clip(batches)), snap
 }

@@ -194,7 +194,7 @@ func (s *Store) load(ctx context.Context, sku, query string, args []any) (*domai
 		}
 		ref := row.Reference.String
 		snap.batches[ref] = batchSnapshot{id: row.BatchID.Int64, purchased: int(row.Purchased.Int64), allocated: int(row.Allocated.Int64), lines: lines}
-		batches = append(batches, domain.RestoreBatchInPart(ref, sku, int(row.Purchased.Int64), int(row.Allocated.Int64), row.ETA.Time, slices.Clone(lines)))
+		batches = append(batches, domain.RestoreBatch(ref, sku, int(row.Purchased.Int64), int(row.Allocated.Int64), row.ETA.Time, slices.Clone(lines)))
 	}
 	return domain.RestoreProduct(sku, snap.version, batches), snap, nil
 }

@@ -20,7 +20,7 @@ func restoredProduct(b *testing.B, batches int) *domain.Product {
 		if i > 0 {
 			eta = time.Date(2030, 1, i, 0, 0, 0, 0, time.UTC)
 		}
-		restored = append(restored, domain.RestoreBatchInPart(fmt.Sprintf("b%d", i), "BENCH", domain.MaxQuantity, 0, eta, nil))
+		restored = append(restored, domain.RestoreBatch(fmt.Sprintf("b%d", i), "BENCH", domain.MaxQuantity, 0, eta, nil))
 	}
 	return domain.RestoreProduct("BENCH", 1, restored)
 }
@@ -54,7 +54,7 @@ func BenchmarkProductChangeBatchQuantity(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				batch := domain.RestoreBatch("b0", "BENCH", lines, time.Time{}, append([]domain.OrderLine(nil), allocated...))
+				batch := domain.RestoreBatch("b0", "BENCH", lines, lines, time.Time{}, append([]domain.OrderLine(nil), allocated...))
 				p := domain.RestoreProduct("BENCH", 1, []*domain.Batch{batch})
 				if err := p.ChangeBatchQuantity("b0", 0); err != nil {
 					b.Fatal(err)

@@ -392,7 +392,7 @@ func TestChangeBatchQuantityDeallocatesTheNewestLineOfARestoredBatch(t *testing.
 	sku := uniqueName("RESTORED-BED")
 	// Storage hands lines back oldest first.
 	lines := []domain.OrderLine{mustLine(t, "old", sku, 5), mustLine(t, "new", sku, 5)}
-	product := domain.RestoreProduct(sku, 3, []*domain.Batch{domain.RestoreBatch("b1", sku, 10, time.Time{}, lines)})
+	product := domain.RestoreProduct(sku, 3, []*domain.Batch{domain.RestoreBatch("b1", sku, 10, 10, time.Time{}, lines)})
 
 	if err := product.ChangeBatchQuantity("b1", 7); err != nil {
 		t.Fatal(err)
