@@ -2,6 +2,7 @@ package servicelayer
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,4 +73,24 @@ func WithCause(ctx context.Context, c Cause) context.Context {
 func CauseOf(ctx context.Context) Cause {
 	c, _ := ctx.Value(causeKey{}).(Cause)
 	return c
+}
+
+// CauseHandler adds the cause ctx carries (request or message id) to every
+// record logged with a context, so that all the lines of one unit of work can
+// be found together.
+type CauseHandler struct{ slog.Handler }
+
+func (h CauseHandler) Handle(ctx context.Context, r slog.Record) error {
+	if c := CauseOf(ctx); c.CorrelationID != "" {
+		r.AddAttrs(slog.String("correlation_id", c.CorrelationID), slog.String("causation_id", c.CausationID))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h CauseHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return CauseHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h CauseHandler) WithGroup(name string) slog.Handler {
+	return CauseHandler{h.Handler.WithGroup(name)}
 }
