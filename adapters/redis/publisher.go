@@ -131,6 +131,8 @@ type Publisher struct {
 	idLimit int64
 	mu      sync.Mutex
 	counted map[string]*generation
+	// share gathers concurrent publications into shared pipelines.
+	share pipelineShare
 }
 
 // generation is a stream's current generation of published ids when they
@@ -192,9 +194,10 @@ type eventBody struct {
 }
 
 // Publish sends env on the channel of its event, with its message_id and
-// occurred_at beside the event's fields: PublishBatch of one.
+// occurred_at beside the event's fields, as PublishBatch of one would, in a
+// pipeline shared with concurrent callers (sharedpipeline.go).
 func (p *Publisher) Publish(ctx context.Context, env servicelayer.Envelope) error {
-	return p.PublishBatch(ctx, []servicelayer.Envelope{env})
+	return p.publishShared(ctx, env)
 }
 
 // PublishBatch publishes envs in one round trip to Redis: on each stream and

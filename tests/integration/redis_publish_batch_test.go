@@ -562,3 +562,57 @@ func BenchmarkRedisPublishBatch(b *testing.B) {
 		}
 	}
 }
+
+// Requests publishing at the same time share pipelines: every event goes
+// out once, each publisher's in its order, in fewer round trips than
+// publications (one each before pipelines were shared).
+func TestRedisConcurrentPublicationsShareRoundTripsAndKeepEachPublishersOrder(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, connect redisConnector) {
+		rc, prefix := connect(t), testenv.Prefix()
+		testenv.DeleteKeysAtEnd(t, rc, prefix)
+		const publishers, each = 32, 50
+		trips := countRoundTrips(t, rc)
+		pub := redis.NewPublisher(rc, prefix)
+		sent := make([][]string, publishers)
+		errs := make(chan error, publishers)
+		for g := range publishers {
+			go func() {
+				for i := range each {
+					env := servicelayer.NewEnvelope(context.Background(),
+						domain.Allocated{OrderID: fmt.Sprintf("o%d", i), SKU: fmt.Sprintf("P%d", g), Qty: 1, BatchRef: "b1"}, time.Now())
+					if err := pub.Publish(context.Background(), env); err != nil {
+						errs <- err
+						return
+					}
+					sent[g] = append(sent[g], env.MessageID)
+				}
+				errs <- nil
+			}()
+		}
+		for range publishers {
+			if err := <-errs; err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+		}
+
+		got := streamIDs(t, rc, prefix+redis.LineAllocated)
+		if len(got) != publishers*each {
+			t.Fatalf("stream holds %d entries, want %d", len(got), publishers*each)
+		}
+		position := map[string]int{}
+		for i, id := range got {
+			position[id] = i
+		}
+		for g, ids := range sent {
+			for i := 1; i < len(ids); i++ {
+				if position[ids[i]] < position[ids[i-1]] {
+					t.Fatalf("publisher %d: event %d is in the stream before event %d", g, i, i-1)
+				}
+			}
+		}
+		if n := trips.trips.Load(); n >= publishers*each {
+			t.Errorf("%d round trips for %d publications, want fewer", n, publishers*each)
+		}
+		t.Logf("%d publications in %d round trips", publishers*each, trips.trips.Load())
+	})
+}
