@@ -27,6 +27,9 @@ const (
 	historySize    = 1_000_000
 	historySamples = 200
 	historyClients = 16
+	// pruneRounds: a p99 over 8 s moves by a third from run to run on
+	// this machine; three rounds a side average most of that out.
+	pruneRounds = 3
 )
 
 // fillOldHistory writes n events, one a second ending an hour ago, in one
@@ -153,10 +156,10 @@ func (h *historyService) get(ctx context.Context, path string, start *time.Time)
 }
 
 // compareUnderPruning runs the same allocate load on both services in turn,
-// twice, each for the phase's time: "keep" while the pruning service
+// pruneRounds times, each for the phase's time: "keep" while the pruning service
 // is stopped (SIGSTOP), so that nothing prunes anywhere, then "prune" while
 // it deletes its old history. Alternating weighs a drifting machine on both
-// sides; the p99s of each side's two runs are averaged.
+// sides; the p99s of each side's runs are averaged.
 func compareUnderPruning(ctx context.Context, cfg config, keep, prune *historyService, t *table) error {
 	spreads := map[*historyService][]string{}
 	for _, h := range []*historyService{keep, prune} {
@@ -171,7 +174,7 @@ func compareUnderPruning(ctx context.Context, cfg config, keep, prune *historySe
 		return err
 	}
 	var kept, pruned []summary
-	for range 2 {
+	for range pruneRounds {
 		prune.svc.signal(syscall.SIGSTOP)
 		progress("history: POST /allocate, %d clients over 100 SKUs, %s, nothing pruning", historyClients, cfg.duration)
 		kept = append(kept, keep.allocateLoad(ctx, spreads[keep], historyClients, cfg.duration))
@@ -187,9 +190,12 @@ func compareUnderPruning(ctx context.Context, cfg config, keep, prune *historySe
 	base, load := meanP99(kept), meanP99(pruned)
 	ratio := float64(load) / float64(max(base, 1))
 	last := pruned[len(pruned)-1]
-	failures := pruned[0].failures + pruned[1].failures
+	failures := 0
+	for _, r := range pruned {
+		failures += r.failures
+	}
 	t.add(row{name: fmt.Sprintf("POST /allocate, %d clients, 100 SKUs, while pruning (%s old events deleted, %.0f/s)",
-		historyClients, thousands(deleted), float64(deleted)/(2*cfg.duration.Seconds())),
+		historyClients, thousands(deleted), float64(deleted)/(pruneRounds*cfg.duration.Seconds())),
 		result: fmt.Sprintf("%.0f req/s", last.rate()), p50: ms(last.p50), p99: ms(load), fail: fmt.Sprint(failures),
 		ratio: fmt.Sprintf("p99 %.2f× without pruning (%s)", ratio, ms(base)), target: "p99 ≤ 1.2× without pruning",
 		met: mark(ratio <= 1.2 && failures == 0 && deleted > 0)}, last.firstErr, kept[0].firstErr)
