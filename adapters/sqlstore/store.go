@@ -23,6 +23,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 
+	"allocation/adapters/sqlstore/internal/turns"
 	"allocation/servicelayer"
 )
 
@@ -85,7 +86,7 @@ type Store struct {
 	// dispatcher's claim on a delivery lasts (Options).
 	routes     servicelayer.Routes
 	claimLease time.Duration
-	locks      productLocks
+	turns      *turns.Turns
 	owners     *bounded[string, string] // batch ref -> sku
 	cache      productCache
 	marks      marks
@@ -139,7 +140,7 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		},
 		routes:     opts.Routes,
 		claimLease: opts.ClaimLease,
-		locks:      productLocks{locks: map[string]*productLock{}},
+		turns:      turns.New(),
 		owners:     newBounded[string, string](MaxCachedOwners),
 		cache:      productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),

@@ -36,6 +36,33 @@ func (w *Work) End() {
 	w.releases, w.held = nil, map[string]bool{}
 }
 
+// lockProduct takes the product's turn for the rest of the piece of work.
+// Only the first turn of a piece of work is waited for; while holding one,
+// another is only taken when free, so two pieces of work can never wait for
+// each other.
+func (w *Work) lockProduct(ctx context.Context, sku string) error {
+	if w.held[sku] {
+		return nil
+	}
+	var release func()
+	if len(w.held) == 0 {
+		var err error
+		if release, err = w.store.turns.Take(ctx, sku); err != nil {
+			return err
+		}
+	} else {
+		var free bool
+		if release, free = w.store.turns.TryTake(sku); !free {
+			// Busy: the version check keeps us apart. A ctx that ended
+			// meanwhile still ends the work.
+			return ctx.Err()
+		}
+	}
+	w.held[sku] = true
+	w.releases = append(w.releases, release)
+	return nil
+}
+
 // Do runs fn as a piece of work of its own, with no inbound message: for
 // tools and tests.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
