@@ -23,6 +23,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 
+	"allocation/adapters/sqlstore/internal/cache"
 	"allocation/adapters/sqlstore/internal/turns"
 	"allocation/servicelayer"
 )
@@ -87,7 +88,7 @@ type Store struct {
 	routes     servicelayer.Routes
 	claimLease time.Duration
 	turns      *turns.Turns
-	owners     *bounded[string, string] // batch ref -> sku
+	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
 	marks      marks
 	writes     *committer
@@ -141,8 +142,8 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		routes:     opts.Routes,
 		claimLease: opts.ClaimLease,
 		turns:      turns.New(),
-		owners:     newBounded[string, string](MaxCachedOwners),
-		cache:      productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
+		owners:     cache.New[string, string](MaxCachedOwners),
+		cache:      productCache{entries: cache.New[string, cachedProduct](maxCachedProducts)},
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
 		dlQueries:  rebindDeadLetterQueries(dialect.BindType()),
 		stmts:      NewStatements(db, dialect.Classify),
