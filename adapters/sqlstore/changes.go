@@ -143,6 +143,22 @@ func merge(all []*Changes) *Changes {
 	return m
 }
 
+// split gives each of all, merged into one write, the deliveries of its own
+// events among those the write queued.
+func split(queued []Queued, all []*Changes) [][]Queued {
+	byMessage := map[string][]Queued{}
+	for _, q := range queued {
+		byMessage[q.MessageID] = append(byMessage[q.MessageID], q)
+	}
+	out := make([][]Queued, len(all))
+	for i, c := range all {
+		for _, ev := range c.Events {
+			out[i] = append(out[i], byMessage[ev.Envelope.MessageID]...)
+		}
+	}
+	return out
+}
+
 // products names the products c writes or decides on.
 func (c *Changes) products() []string {
 	var skus []string

@@ -24,6 +24,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"allocation/adapters/sqlstore/internal/cache"
+	"allocation/adapters/sqlstore/internal/groupcommit"
 	"allocation/adapters/sqlstore/internal/turns"
 	"allocation/servicelayer"
 )
@@ -91,7 +92,7 @@ type Store struct {
 	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
 	marks      marks
-	writes     *committer
+	writes     *groupcommit.Committer[*Changes, []Queued]
 	queries    queries
 	// deadLetters gathers concurrent dead letters into one write.
 	deadLetters deadLetterQueue
@@ -149,7 +150,12 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		stmts:      NewStatements(db, dialect.Classify),
 	}
 	s.marks.store = s
-	s.writes = startCommitter(dialect)
+	s.writes = groupcommit.New(groupcommit.Port[*Changes, []Queued]{
+		Write:    dialect.Write,
+		Merge:    merge,
+		Split:    split,
+		Products: (*Changes).products,
+	})
 	return s
 }
 
@@ -161,7 +167,7 @@ func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 // caller. Closing twice does nothing more.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.writes.close()
+		s.writes.Close()
 		s.closeErr = errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
 	})
 	return s.closeErr

@@ -147,7 +147,7 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 // commit writes c, keeps the cache in step, and turns what the dialect
 // queued into deliveries.
 func (s *Store) commit(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
-	queued, err := s.writes.write(ctx, c)
+	queued, err := s.writes.Write(ctx, c)
 	if err != nil {
 		sess.forget()
 		return nil, err
