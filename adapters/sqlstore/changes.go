@@ -202,7 +202,7 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 	for _, p := range s.seen {
 		events := p.PullEvents()
 		if len(events) > 0 {
-			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.of(p.SKU())...)
+			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.Of(p.SKU())...)
 		}
 		for _, ev := range events {
 			logged, err := s.store.logged(ctx, ev, now)

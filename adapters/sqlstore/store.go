@@ -25,6 +25,7 @@ import (
 
 	"allocation/adapters/sqlstore/internal/cache"
 	"allocation/adapters/sqlstore/internal/groupcommit"
+	"allocation/adapters/sqlstore/internal/marking"
 	"allocation/adapters/sqlstore/internal/turns"
 	"allocation/servicelayer"
 )
@@ -91,7 +92,7 @@ type Store struct {
 	turns      *turns.Turns
 	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
-	marks      marks
+	marks      *marking.Marks[DeliveryKey]
 	writes     *groupcommit.Committer[*Changes, []Queued]
 	queries    queries
 	// deadLetters gathers concurrent dead letters into one write.
@@ -148,8 +149,10 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
 		dlQueries:  rebindDeadLetterQueries(dialect.BindType()),
 		stmts:      NewStatements(db, dialect.Classify),
+		marks: marking.New(func(ctx context.Context, done []DeliveryKey) error {
+			return dialect.MarkDone(ctx, done, time.Now().UTC())
+		}, log),
 	}
-	s.marks.store = s
 	s.writes = groupcommit.New(groupcommit.Port[*Changes, []Queued]{
 		Write:    dialect.Write,
 		Merge:    merge,
@@ -168,7 +171,7 @@ func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.writes.Close()
-		s.closeErr = errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
+		s.closeErr = errors.Join(s.marks.Close(context.Background()), s.stmts.Close(), s.dialect.Close())
 	})
 	return s.closeErr
 }

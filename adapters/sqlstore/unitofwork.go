@@ -128,7 +128,7 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 		}
 		if !c.changesState() {
 			// Nothing stored changed: the mark can come a moment later.
-			s.marks.add(d.Event.ProductSKU(), key)
+			s.marks.Add(d.Event.ProductSKU(), key)
 			return nil, nil
 		}
 		c.Completed = []DeliveryKey{key}
@@ -194,10 +194,10 @@ func (s *Store) retrying(ctx context.Context, attempt func() ([]servicelayer.Del
 // tried before, or ErrNotDelivered when it is done, dead, not due, taken by
 // another dispatcher or waiting for an earlier event of its product.
 func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error) {
-	if len(s.marks.of(d.Event.ProductSKU())) > 0 {
+	if len(s.marks.Of(d.Event.ProductSKU())) > 0 {
 		// What this process delivered of the product must be marked done
 		// first, or the claim finds it still first in line.
-		if err := s.marks.flush(ctx); err != nil {
+		if err := s.marks.Flush(ctx); err != nil {
 			return 0, err
 		}
 	}
