@@ -2,9 +2,9 @@ package sqlstore
 
 import (
 	"slices"
-	"sync"
 	"time"
 
+	"allocation/adapters/sqlstore/internal/cache"
 	"allocation/domain"
 )
 
@@ -18,7 +18,7 @@ const maxCachedProducts = 10_000
 // fresh read, never a wrong answer. A line that turns out to be allocated
 // already is refused by the allocations key the same way.
 type productCache struct {
-	entries *bounded[string, cachedProduct]
+	entries *cache.Bounded[string, cachedProduct]
 }
 
 type cachedProduct struct {
@@ -33,9 +33,9 @@ type cachedBatch struct {
 	eta                  time.Time
 }
 
-func (c *productCache) get(sku string) (cachedProduct, bool) { return c.entries.get(sku) }
+func (c *productCache) get(sku string) (cachedProduct, bool) { return c.entries.Get(sku) }
 
-func (c *productCache) forget(sku string) { c.entries.forget(sku) }
+func (c *productCache) forget(sku string) { c.entries.Forget(sku) }
 
 // put remembers p, whose stored batches have the ids in snap.
 func (c *productCache) put(p *domain.Product, snap productSnapshot) {
@@ -48,7 +48,7 @@ func (c *productCache) put(p *domain.Product, snap productSnapshot) {
 		}
 		entry.batches = append(entry.batches, cachedBatch{id: old.id, ref: b.Ref(), purchased: b.PurchasedQty(), allocated: b.AllocatedQty(), eta: b.ETA()})
 	}
-	c.entries.put(p.SKU(), entry)
+	c.entries.Put(p.SKU(), entry)
 }
 
 // restore builds the product and its snapshot from the entry.
@@ -65,41 +65,3 @@ func (e cachedProduct) restore(sku string) (*domain.Product, productSnapshot) {
 // MaxCachedOwners bounds the batch-to-product cache: a batch never changes
 // product, so what was found once is remembered, up to this many.
 const MaxCachedOwners = 10_000
-
-// bounded is a map safe for concurrent use that holds at most max entries:
-// when it is full, an arbitrary entry makes room. The store's caches are
-// hints, so forgetting one only costs a read.
-type bounded[K comparable, V any] struct {
-	mu  sync.RWMutex
-	m   map[K]V
-	max int
-}
-
-func newBounded[K comparable, V any](max int) *bounded[K, V] {
-	return &bounded[K, V]{m: map[K]V{}, max: max}
-}
-
-func (b *bounded[K, V]) get(k K) (V, bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	v, ok := b.m[k]
-	return v, ok
-}
-
-func (b *bounded[K, V]) put(k K, v V) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.m[k]; !ok && len(b.m) >= b.max {
-		for evicted := range b.m {
-			delete(b.m, evicted)
-			break
-		}
-	}
-	b.m[k] = v
-}
-
-func (b *bounded[K, V]) forget(k K) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.m, k)
-}

@@ -143,6 +143,22 @@ func merge(all []*Changes) *Changes {
 	return m
 }
 
+// split gives each of all, merged into one write, the deliveries of its own
+// events among those the write queued.
+func split(queued []Queued, all []*Changes) [][]Queued {
+	byMessage := map[string][]Queued{}
+	for _, q := range queued {
+		byMessage[q.MessageID] = append(byMessage[q.MessageID], q)
+	}
+	out := make([][]Queued, len(all))
+	for i, c := range all {
+		for _, ev := range c.Events {
+			out[i] = append(out[i], byMessage[ev.Envelope.MessageID]...)
+		}
+	}
+	return out
+}
+
 // products names the products c writes or decides on.
 func (c *Changes) products() []string {
 	var skus []string
@@ -186,7 +202,7 @@ func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) 
 	for _, p := range s.seen {
 		events := p.PullEvents()
 		if len(events) > 0 {
-			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.of(p.SKU())...)
+			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.Of(p.SKU())...)
 		}
 		for _, ev := range events {
 			logged, err := s.store.logged(ctx, ev, now)

@@ -14,10 +14,10 @@ import (
 // taken for claimLease in a second and read in a third.
 func (s *Store) ClaimRun(ctx context.Context, head servicelayer.Delivery, limit int) ([]servicelayer.Delivery, error) {
 	sku := head.Event.ProductSKU()
-	if len(s.marks.of(sku)) > 0 {
+	if len(s.marks.Of(sku)) > 0 {
 		// What this process delivered of the product must be marked done
 		// first, or the claim finds it still first in line.
-		if err := s.marks.flush(ctx); err != nil {
+		if err := s.marks.Flush(ctx); err != nil {
 			return nil, err
 		}
 	}

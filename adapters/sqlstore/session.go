@@ -40,7 +40,7 @@ func (s *session) remember() {
 		s.store.cache.put(p, snap)
 		for _, b := range p.Batches() {
 			if _, stored := snap.batches[b.Ref()]; !stored {
-				s.store.owners.put(b.Ref(), p.SKU())
+				s.store.owners.Put(b.Ref(), p.SKU())
 			}
 		}
 	}

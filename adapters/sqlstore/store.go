@@ -23,6 +23,10 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 
+	"allocation/adapters/sqlstore/internal/cache"
+	"allocation/adapters/sqlstore/internal/groupcommit"
+	"allocation/adapters/sqlstore/internal/marking"
+	"allocation/adapters/sqlstore/internal/turns"
 	"allocation/servicelayer"
 )
 
@@ -85,11 +89,11 @@ type Store struct {
 	// dispatcher's claim on a delivery lasts (Options).
 	routes     servicelayer.Routes
 	claimLease time.Duration
-	locks      productLocks
-	owners     *bounded[string, string] // batch ref -> sku
+	turns      *turns.Turns
+	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
-	marks      marks
-	writes     *committer
+	marks      *marking.Marks[DeliveryKey]
+	writes     *groupcommit.Committer[*Changes, []Queued]
 	queries    queries
 	// deadLetters gathers concurrent dead letters into one write.
 	deadLetters deadLetterQueue
@@ -139,15 +143,22 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		},
 		routes:     opts.Routes,
 		claimLease: opts.ClaimLease,
-		locks:      productLocks{locks: map[string]*productLock{}},
-		owners:     newBounded[string, string](MaxCachedOwners),
-		cache:      productCache{entries: newBounded[string, cachedProduct](maxCachedProducts)},
+		turns:      turns.New(),
+		owners:     cache.New[string, string](MaxCachedOwners),
+		cache:      productCache{entries: cache.New[string, cachedProduct](maxCachedProducts)},
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
 		dlQueries:  rebindDeadLetterQueries(dialect.BindType()),
 		stmts:      NewStatements(db, dialect.Classify),
+		marks: marking.New(func(ctx context.Context, done []DeliveryKey) error {
+			return dialect.MarkDone(ctx, done, time.Now().UTC())
+		}, log),
 	}
-	s.marks.store = s
-	s.writes = startCommitter(dialect)
+	s.writes = groupcommit.New(groupcommit.Port[*Changes, []Queued]{
+		Write:    dialect.Write,
+		Merge:    merge,
+		Split:    split,
+		Products: (*Changes).products,
+	})
 	return s
 }
 
@@ -159,8 +170,8 @@ func (s *Store) SetRetryPolicy(p servicelayer.RetryPolicy) { s.policy = p }
 // caller. Closing twice does nothing more.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.writes.close()
-		s.closeErr = errors.Join(s.marks.close(context.Background()), s.stmts.Close(), s.dialect.Close())
+		s.writes.Close()
+		s.closeErr = errors.Join(s.marks.Close(context.Background()), s.stmts.Close(), s.dialect.Close())
 	})
 	return s.closeErr
 }

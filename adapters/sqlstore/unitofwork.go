@@ -36,6 +36,33 @@ func (w *Work) End() {
 	w.releases, w.held = nil, map[string]bool{}
 }
 
+// lockProduct takes the product's turn for the rest of the piece of work.
+// Only the first turn of a piece of work is waited for; while holding one,
+// another is only taken when free, so two pieces of work can never wait for
+// each other.
+func (w *Work) lockProduct(ctx context.Context, sku string) error {
+	if w.held[sku] {
+		return nil
+	}
+	var release func()
+	if len(w.held) == 0 {
+		var err error
+		if release, err = w.store.turns.Take(ctx, sku); err != nil {
+			return err
+		}
+	} else {
+		var free bool
+		if release, free = w.store.turns.TryTake(sku); !free {
+			// Busy: the version check keeps us apart. A ctx that ended
+			// meanwhile still ends the work.
+			return ctx.Err()
+		}
+	}
+	w.held[sku] = true
+	w.releases = append(w.releases, release)
+	return nil
+}
+
 // Do runs fn as a piece of work of its own, with no inbound message: for
 // tools and tests.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
@@ -101,7 +128,7 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 		}
 		if !c.changesState() {
 			// Nothing stored changed: the mark can come a moment later.
-			s.marks.add(d.Event.ProductSKU(), key)
+			s.marks.Add(d.Event.ProductSKU(), key)
 			return nil, nil
 		}
 		c.Completed = []DeliveryKey{key}
@@ -120,7 +147,7 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 // commit writes c, keeps the cache in step, and turns what the dialect
 // queued into deliveries.
 func (s *Store) commit(ctx context.Context, sess *session, c *Changes) ([]servicelayer.Delivery, error) {
-	queued, err := s.writes.write(ctx, c)
+	queued, err := s.writes.Write(ctx, c)
 	if err != nil {
 		sess.forget()
 		return nil, err
@@ -167,10 +194,10 @@ func (s *Store) retrying(ctx context.Context, attempt func() ([]servicelayer.Del
 // tried before, or ErrNotDelivered when it is done, dead, not due, taken by
 // another dispatcher or waiting for an earlier event of its product.
 func (s *Store) claim(ctx context.Context, d servicelayer.Delivery) (int, error) {
-	if len(s.marks.of(d.Event.ProductSKU())) > 0 {
+	if len(s.marks.Of(d.Event.ProductSKU())) > 0 {
 		// What this process delivered of the product must be marked done
 		// first, or the claim finds it still first in line.
-		if err := s.marks.flush(ctx); err != nil {
+		if err := s.marks.Flush(ctx); err != nil {
 			return 0, err
 		}
 	}

@@ -33,7 +33,7 @@ func (s *Store) Allocations(ctx context.Context, orderID string) ([]servicelayer
 // ProductOfBatch says which product batch ref belongs to. A batch never
 // changes product, so what was found once is remembered.
 func (s *Store) ProductOfBatch(ctx context.Context, ref string) (sku string, found bool, err error) {
-	if sku, ok := s.owners.get(ref); ok {
+	if sku, ok := s.owners.Get(ref); ok {
 		return sku, true, nil
 	}
 	st, err := s.stmts.Get(ctx, s.queries.skuOfBatch)
@@ -47,6 +47,6 @@ func (s *Store) ProductOfBatch(ctx context.Context, ref string) (sku string, fou
 	if err != nil {
 		return "", false, s.dialect.Classify(fmt.Errorf("find batch %s: %w", ref, err))
 	}
-	s.owners.put(ref, sku)
+	s.owners.Put(ref, sku)
 	return sku, true, nil
 }
