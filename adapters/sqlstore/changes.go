@@ -187,36 +187,72 @@ func (c *Changes) changesState() bool {
 // the snapshot it was loaded from; the events raised, sealed with the cause
 // ctx carries; and the allocations view as those events move it.
 func (s *session) changes(ctx context.Context, now time.Time) (*Changes, error) {
+	c := s.stateChanges(now)
+	events, err := s.logEvents(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	c.addEvents(s.store, events)
+	return c, nil
+}
+
+// stateChanges are the changes of the products the session saw, without
+// their events.
+func (s *session) stateChanges(now time.Time) *Changes {
 	c := &Changes{Now: now.UTC(), FirstAttempt: now.UTC().Add(FirstAttemptGrace)}
 	for _, p := range s.seen {
 		s.productChanges(c, p)
 	}
 	// A line the unit of work allocates is refused by the allocations key
-	// should it be there already; the others are checked.
+	// should it be there already, and one a product holds was read; the
+	// others are checked.
 	for _, l := range s.linesNotLoaded {
-		if !slices.ContainsFunc(c.AddedLines, func(a PlacedLine) bool { return a.Line == l }) {
+		added := slices.ContainsFunc(c.AddedLines, func(a PlacedLine) bool { return a.Line == l })
+		if !added && !s.holds(l) && !slices.Contains(c.LinesNotLoaded, l) {
 			c.LinesNotLoaded = append(c.LinesNotLoaded, l)
 		}
 	}
-	var view viewChanges
+	return c
+}
+
+// holds reports whether a product of the session has l allocated.
+func (s *session) holds(l domain.OrderLine) bool {
+	p := s.find(l.SKU)
+	return p != nil && slices.ContainsFunc(p.Batches(), func(b *domain.Batch) bool { return b.Has(l) })
+}
+
+// logEvents takes the events the session's products raised since the last
+// call, sealed with the cause ctx carries, as the event log keeps them.
+func (s *session) logEvents(ctx context.Context, now time.Time) ([]LoggedEvent, error) {
+	var logged []LoggedEvent
 	for _, p := range s.seen {
-		events := p.PullEvents()
-		if len(events) > 0 {
-			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.store.marks.Of(p.SKU())...)
-		}
-		for _, ev := range events {
-			logged, err := s.store.logged(ctx, ev, now)
+		for _, ev := range p.PullEvents() {
+			l, err := s.store.logged(ctx, ev, now)
 			if err != nil {
 				return nil, err
 			}
-			c.Events = append(c.Events, logged)
-			if change, ok := servicelayer.AllocationsViewChange(ev); ok {
-				view.set(change.Line, change.BatchRef)
-			}
+			logged = append(logged, l)
+		}
+	}
+	return logged, nil
+}
+
+// addEvents adds the events of the write, with the allocations view as they
+// move it. What this process delivered of their products and not marked
+// yet counts as done for their turns.
+func (c *Changes) addEvents(s *Store, events []LoggedEvent) {
+	var view viewChanges
+	for _, ev := range events {
+		sku := ev.Envelope.Event.ProductSKU()
+		if !slices.ContainsFunc(c.Events, func(e LoggedEvent) bool { return e.Envelope.Event.ProductSKU() == sku }) {
+			c.DeliveredUnmarked = append(c.DeliveredUnmarked, s.marks.Of(sku)...)
+		}
+		c.Events = append(c.Events, ev)
+		if change, ok := servicelayer.AllocationsViewChange(ev.Envelope.Event); ok {
+			view.set(change.Line, change.BatchRef)
 		}
 	}
 	c.ViewPut, c.ViewRemoved = view.rows()
-	return c, nil
 }
 
 // productChanges adds what p changed since it was loaded.

@@ -23,9 +23,13 @@ type session struct {
 	// cached are the products taken from the cache rather than read: their
 	// version is checked by the write even when they did not change.
 	cached map[string]bool
-	// linesNotLoaded are the lines asked for whose products came from the cache:
-	// the write checks that they were not allocated already.
+	// linesNotLoaded are the lines asked for whose rows were not read (their
+	// product came from the cache, or was read for another line): the write
+	// checks that they were not allocated already.
 	linesNotLoaded []domain.OrderLine
+	// shared is the session of the group this session's allocation joined
+	// (coalesce.go): its products live there.
+	shared *session
 }
 
 func (s *Store) begin(w *Work) *session {
@@ -56,6 +60,59 @@ func (s *session) forget() {
 
 func (s *session) Products() servicelayer.Products { return (*repository)(s) }
 
+// state is the session whose products this one decides on: its group's
+// when its allocation joined one, else its own.
+func (s *session) state() *session {
+	if s.shared != nil {
+		return s.shared
+	}
+	return s
+}
+
+// find is the product of sku the session handed out already, or nil.
+func (s *session) find(sku string) *domain.Product {
+	for _, p := range s.seen {
+		if p.SKU() == sku {
+			return p
+		}
+	}
+	return nil
+}
+
+// savepoint is a session as one member of a group found it.
+type savepoint struct {
+	seen, linesNotLoaded int
+	versions             []int
+}
+
+func (s *session) savepoint() savepoint {
+	sp := savepoint{seen: len(s.seen), linesNotLoaded: len(s.linesNotLoaded)}
+	for _, p := range s.seen {
+		sp.versions = append(sp.versions, p.Version())
+	}
+	return sp
+}
+
+// changedSince reports whether a product the session holds changed, or
+// raised an event, since sp.
+func (s *session) changedSince(sp savepoint) bool {
+	if len(s.seen) != sp.seen {
+		return true
+	}
+	for i, p := range s.seen {
+		if p.Version() != sp.versions[i] || len(p.Events()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// rollback forgets the lines to check asked for since sp: the member that
+// asked for them failed.
+func (s *session) rollback(sp savepoint) {
+	s.linesNotLoaded = s.linesNotLoaded[:min(sp.linesNotLoaded, len(s.linesNotLoaded))]
+}
+
 // productSnapshot is a product as it was loaded, so that saving writes only
 // what changed.
 type productSnapshot struct {
@@ -73,31 +130,37 @@ type batchSnapshot struct {
 // repository is the Products port of one session.
 type repository session
 
+func (r *repository) state() *session { return (*session)(r).state() }
+
 // Get loads the product with every allocated line.
 func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
-	return r.get(ctx, sku, false, r.store.queries.loadEveryLine)
+	p, _, err := r.get(ctx, sku, false, r.store.queries.loadEveryLine)
+	return p, err
 }
 
 // GetBatches loads the batches with their allocated totals and no line.
 func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Product, error) {
-	return r.get(ctx, sku, false, r.store.queries.loadNoLines)
+	p, _, err := r.get(ctx, sku, false, r.store.queries.loadNoLines)
+	return p, err
 }
 
 // GetForLine loads the batches with their allocated totals and only line
 // itself, where it is allocated: the cost does not grow with the product's
 // history. A product in the cache is not read at all: it comes without the
-// line, and a line allocated already makes the write conflict.
+// line, and a line allocated already makes the write conflict. Allocations
+// waiting for the same product decide together (coalesce.go).
 func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
-	p, err := r.get(ctx, line.SKU, true, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
-	if p != nil && r.cached[line.SKU] {
-		r.linesNotLoaded = append(r.linesNotLoaded, line)
+	p, read, err := r.get(ctx, line.SKU, true, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
+	if p != nil && !read {
+		st := r.state()
+		st.linesNotLoaded = append(st.linesNotLoaded, line)
 	}
 	return p, err
 }
 
 // GetByBatchRef loads the product holding ref with the lines of that batch.
 func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
-	for _, p := range r.seen {
+	for _, p := range r.state().seen {
 		if p.Batch(ref) != nil {
 			return p, nil
 		}
@@ -106,53 +169,59 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 	if err != nil || !found {
 		return nil, err
 	}
-	return r.get(ctx, sku, false, r.store.queries.loadLinesOfBatch, ref)
+	p, _, err := r.get(ctx, sku, false, r.store.queries.loadLinesOfBatch, ref)
+	return p, err
 }
 
-// get takes the product's in-process lock, then takes it from the cache
-// when allowed, or loads it with the lines query selects (its arguments
-// first). A product already handed out in this session is returned as it
-// is.
-func (r *repository) get(ctx context.Context, sku string, cacheable bool, query string, lineArgs ...any) (*domain.Product, error) {
-	for _, p := range r.seen {
-		if p.SKU() == sku {
-			return p, nil
-		}
+// get takes the product's turn (an allocation may join a group for it),
+// then takes the product from the cache when forLine allows, or reads it
+// with the lines query selects (its arguments first); read says it was
+// read from the database now. A product already handed out in the session
+// is returned as it is.
+func (r *repository) get(ctx context.Context, sku string, forLine bool, query string, lineArgs ...any) (p *domain.Product, read bool, err error) {
+	if p := r.state().find(sku); p != nil {
+		return p, false, nil
 	}
-	if err := r.work.lockProduct(ctx, sku); err != nil {
-		return nil, err
+	joined, err := r.work.lockProduct(ctx, sku, forLine)
+	if err != nil {
+		return nil, false, err
 	}
-	var (
-		p    *domain.Product
-		snap productSnapshot
-	)
-	if entry, ok := r.store.cache.get(sku); ok && cacheable {
+	if joined {
+		r.shared = r.work.group.sess
+	}
+	st := r.state()
+	if p := st.find(sku); p != nil {
+		return p, false, nil // an earlier member of the group had it
+	}
+	var snap productSnapshot
+	if entry, ok := r.store.cache.get(sku); ok && forLine {
 		p, snap = entry.restore(sku)
-		r.cached[sku] = true
+		st.cached[sku] = true
 	} else {
-		var err error
 		if p, snap, err = r.store.load(ctx, sku, query, append(lineArgs, sku)); err != nil || p == nil {
-			return nil, err
+			return nil, false, err
 		}
 		r.store.cache.put(p, snap)
+		read = true
 	}
-	r.seen = append(r.seen, p)
-	r.snapshots[sku] = snap
-	return p, nil
+	st.seen = append(st.seen, p)
+	st.snapshots[sku] = snap
+	return p, read, nil
 }
 
 // Add registers a new product, to be inserted with the unit of work; a
 // concurrent creator of the same SKU makes that a conflict, and the retry
 // finds the product.
 func (r *repository) Add(ctx context.Context, p *domain.Product) error {
-	if err := r.work.lockProduct(ctx, p.SKU()); err != nil {
+	if _, err := r.work.lockProduct(ctx, p.SKU(), false); err != nil {
 		return err
 	}
-	r.seen = append(r.seen, p)
+	st := r.state()
+	st.seen = append(st.seen, p)
 	return nil
 }
 
-func (r *repository) Seen() []*domain.Product { return slices.Clone(r.seen) }
+func (r *repository) Seen() []*domain.Product { return slices.Clone(r.state().seen) }
 
 // productRow is one row of loadProduct.
 type productRow struct {

@@ -90,6 +90,7 @@ type Store struct {
 	routes     servicelayer.Routes
 	claimLease time.Duration
 	turns      *turns.Turns
+	groups     groups                         // of allocations waiting for a product's turn
 	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
 	marks      *marking.Marks[DeliveryKey]
@@ -144,6 +145,7 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		routes:     opts.Routes,
 		claimLease: opts.ClaimLease,
 		turns:      turns.New(),
+		groups:     groups{open: map[string]*group{}},
 		owners:     cache.New[string, string](MaxCachedOwners),
 		cache:      productCache{entries: cache.New[string, cachedProduct](maxCachedProducts)},
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),

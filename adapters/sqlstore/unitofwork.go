@@ -21,6 +21,15 @@ type Work struct {
 	// of them, last taken first.
 	held     map[string]bool
 	releases []func()
+	// While a command decides (Do), inboxID is its inbound message, and an
+	// allocation that finds its product busy joins the group waiting for
+	// it (coalesce.go) unless it must run alone (after its group's write
+	// was refused). group and member are that group and its place there.
+	deciding bool
+	inboxID  string
+	alone    bool
+	group    *group
+	member   *member
 }
 
 // Begin implements servicelayer.UnitOfWork.
@@ -28,39 +37,51 @@ func (s *Store) Begin() servicelayer.Work {
 	return &Work{store: s, held: map[string]bool{}}
 }
 
-// End implements servicelayer.Work: it releases the product locks.
+// End implements servicelayer.Work: it releases the product locks, and
+// its share of its group's.
 func (w *Work) End() {
 	for i := len(w.releases) - 1; i >= 0; i-- {
 		w.releases[i]()
 	}
 	w.releases, w.held = nil, map[string]bool{}
+	w.leaveGroup()
+}
+
+// leaveGroup counts the work's part in its group over.
+func (w *Work) leaveGroup() {
+	if w.group != nil {
+		w.group.ended(w.member)
+		delete(w.held, w.group.sku)
+		w.group, w.member = nil, nil
+	}
 }
 
 // lockProduct takes the product's turn for the rest of the piece of work.
 // Only the first turn of a piece of work is waited for; while holding one,
 // another is only taken when free, so two pieces of work can never wait for
-// each other.
-func (w *Work) lockProduct(ctx context.Context, sku string) error {
+// each other. An allocation (forLine) that finds its product busy joins the
+// group waiting for it instead, and reports so.
+func (w *Work) lockProduct(ctx context.Context, sku string, forLine bool) (joined bool, err error) {
 	if w.held[sku] {
-		return nil
+		return false, nil
 	}
-	var release func()
-	if len(w.held) == 0 {
-		var err error
+	release, free := w.store.turns.TryTake(sku)
+	switch {
+	case free:
+	case len(w.held) > 0:
+		// Busy: the version check keeps us apart. A ctx that ended
+		// meanwhile still ends the work.
+		return false, ctx.Err()
+	case forLine && w.deciding && !w.alone:
+		return true, w.joinGroup(ctx, sku)
+	default:
 		if release, err = w.store.turns.Take(ctx, sku); err != nil {
-			return err
-		}
-	} else {
-		var free bool
-		if release, free = w.store.turns.TryTake(sku); !free {
-			// Busy: the version check keeps us apart. A ctx that ended
-			// meanwhile still ends the work.
-			return ctx.Err()
+			return false, err
 		}
 	}
 	w.held[sku] = true
 	w.releases = append(w.releases, release)
-	return nil
+	return false, nil
 }
 
 // Do runs fn as a piece of work of its own, with no inbound message: for
@@ -85,8 +106,14 @@ func (s *Store) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx
 func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s := w.store
 	return s.retrying(ctx, func() ([]servicelayer.Delivery, error) {
+		w.deciding, w.inboxID = true, inboxID
 		sess := s.begin(w)
-		if err := fn(sess); err != nil {
+		err := fn(sess)
+		w.deciding = false
+		if sess.shared != nil {
+			return w.finishInGroup(err)
+		}
+		if err != nil {
 			return nil, err
 		}
 		c, err := sess.changes(ctx, time.Now())
@@ -103,12 +130,28 @@ func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.T
 	})
 }
 
+// finishInGroup hands what the allocation decided in its group to the
+// group's write and returns its own part of the outcome. One that failed
+// or was sent back leaves the group at once, so that the group's turn is
+// not held by an attempt that runs again alone.
+func (w *Work) finishInGroup(fnErr error) ([]servicelayer.Delivery, error) {
+	queued, err := w.group.finish(w.member, fnErr)
+	if err != nil {
+		w.alone = w.alone || errors.Is(err, errRunAlone)
+		w.leaveGroup()
+	}
+	return queued, err
+}
+
 // Deliver implements servicelayer.Work. A delivery in turn was just queued
 // by this process, which holds the product's lock: it is made at once. Any
 // other is first claimed in the database, which refuses it unless it is due
 // and first in line for its product and handler.
 func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s := w.store
+	if w.group != nil && !w.group.mayDeliver(ctx, w.member, d) {
+		return nil, servicelayer.ErrNotDelivered
+	}
 	attempts := 0
 	if !d.FirstInLine {
 		var err error
@@ -140,6 +183,9 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 			return nil, errors.Join(failed.err, recErr)
 		}
 		return nil, failed.err
+	}
+	if err == nil && w.group != nil {
+		w.group.delivered(w.member, d)
 	}
 	return queued, err
 }
