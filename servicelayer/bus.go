@@ -221,13 +221,40 @@ func (b *Bus) drain(ctx context.Context, work Work, queue []Delivery) {
 			continue
 		}
 		dctx, cancel := context.WithTimeout(ctx, InProcessTimeout)
-		more, err := b.deliver(dctx, work, d)
+		var more []Delivery
+		var err error
+		if run := b.runFrom(d, queue); len(run) > 1 {
+			// Several of one product for one batchable handler (the
+			// allocations of a group): one call for them all.
+			queue = queue[len(run)-1:]
+			err = b.sendRun(dctx, run, func(ctx context.Context, send func(context.Context) error) error {
+				return work.DeliverRun(ctx, run, send)
+			})
+		} else {
+			more, err = b.deliver(dctx, work, d)
+		}
 		cancel()
 		if err != nil {
 			blocked[t] = true
 		}
 		queue = append(queue, more...)
 	}
+}
+
+// runFrom is d and the deliveries right after it in queue of the same
+// product and handler, queued first in line, when the handler takes runs.
+func (b *Bus) runFrom(d Delivery, queue []Delivery) []Delivery {
+	if !b.Batchable(d.Handler) {
+		return nil
+	}
+	run := []Delivery{d}
+	for _, next := range queue {
+		if !next.FirstInLine || next.Handler != d.Handler || next.Event.ProductSKU() != d.Event.ProductSKU() {
+			break
+		}
+		run = append(run, next)
+	}
+	return run
 }
 
 func (b *Bus) deliver(ctx context.Context, work Work, d Delivery) ([]Delivery, error) {
@@ -296,13 +323,19 @@ func (b *Bus) DeliverRun(ctx context.Context, run []Delivery) error {
 	if len(run) == 0 {
 		return nil
 	}
-	var send func(context.Context, []Envelope) error
+	return b.sendRun(ctx, run, func(ctx context.Context, send func(context.Context) error) error { return send(ctx) })
+}
+
+// sendRun sends run through its handler's batch call, by way of deliver
+// (which may keep the books around it), in a span of its own.
+func (b *Bus) sendRun(ctx context.Context, run []Delivery, deliver func(context.Context, func(context.Context) error) error) error {
+	var sendAll func(context.Context, []Envelope) error
 	for _, eh := range b.events[run[0].Event.Name()] {
 		if eh.name == run[0].Handler {
-			send = eh.sendAll
+			sendAll = eh.sendAll
 		}
 	}
-	if send == nil {
+	if sendAll == nil {
 		return fmt.Errorf("handler %s cannot take a run: %w", run[0].Handler, ErrPermanent)
 	}
 	envs := make([]Envelope, len(run))
@@ -310,7 +343,7 @@ func (b *Bus) DeliverRun(ctx context.Context, run []Delivery) error {
 		envs[i] = d.Envelope
 	}
 	ctx, span := startRun(ctx, b.tracer, run)
-	err := send(ctx, envs)
+	err := deliver(ctx, func(ctx context.Context) error { return sendAll(ctx, envs) })
 	endSpan(span, err)
 	for range run {
 		b.observer.EventDelivered(run[0].Handler, err)

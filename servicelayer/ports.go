@@ -44,6 +44,12 @@ type Work interface {
 	// makes it due after the retry policy's delay, or parks it as dead after
 	// its last attempt.
 	Deliver(ctx context.Context, d Delivery, fn func(tx Tx) error) ([]Delivery, error)
+	// DeliverRun makes a run of deliveries of one product and handler,
+	// each queued first in line by this work, by one call of send, which
+	// changes nothing stored. When send returns nil they are done; when it
+	// fails, the failure is recorded on the first, and the others wait
+	// behind it.
+	DeliverRun(ctx context.Context, run []Delivery, send func(ctx context.Context) error) error
 	// End lets go of what the work kept.
 	End()
 }

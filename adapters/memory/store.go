@@ -161,7 +161,34 @@ func (w work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx s
 	return w.store.Deliver(ctx, d, fn)
 }
 
+func (w work) DeliverRun(ctx context.Context, run []servicelayer.Delivery, send func(ctx context.Context) error) error {
+	return w.store.deliverRun(ctx, run, send)
+}
+
 func (work) End() {}
+
+// deliverRun makes a run queued first in line (servicelayer.Work.DeliverRun).
+func (s *Store) deliverRun(ctx context.Context, run []servicelayer.Delivery, send func(ctx context.Context) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := s.pending(run[0])
+	if first == nil {
+		return servicelayer.ErrNotDelivered
+	}
+	if err := send(ctx); err != nil {
+		s.fail(first, err)
+		return err
+	}
+	for _, d := range run {
+		for _, e := range s.log {
+			if state, ok := e.deliveries[d.Handler]; ok && e.env.LogID == d.LogID {
+				state.attempts++
+				state.done = true
+			}
+		}
+	}
+	return nil
+}
 
 // Do runs fn as a unit of work answering no inbound message.
 func (s *Store) Do(ctx context.Context, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {

@@ -21,10 +21,11 @@ import (
 // another, in the order they came, on one copy of the product in memory,
 // each seeing what the ones before it did, as they would have one at a
 // time; then the group is written in one write (one statement and one
-// commit), each member with its own events and its own answer. The members
-// deliver their events in the same order: each starts once the one before
-// it is done, and a delivery an earlier member left undone holds back the
-// later ones of its product and handler, for the dispatcher.
+// commit), each member with its own events and its own answer. The first
+// member delivers the events of all, in the same order, while the group
+// still holds the turn: a publication of the whole group is one call
+// (servicelayer.Work.DeliverRun), not one round trip per member after the
+// one before it.
 //
 // A member whose handler fails without changing anything fails alone. When
 // one fails after changing the product, or the write is refused (a
@@ -78,11 +79,7 @@ type group struct {
 	// others run again alone.
 	spoiled bool
 	written chan struct{} // closed once the write is over
-	// blocked are the turns of deliveries an earlier member left undone.
-	blocked map[deliveryTurn]bool
 }
-
-type deliveryTurn struct{ sku, handler string }
 
 type memberState int
 
@@ -99,17 +96,13 @@ type member struct {
 	inboxID string
 	state   memberState
 	start   chan struct{} // closed when it is this member's go
-	done    chan struct{} // closed when its piece of work ended
 	// savepoint is the shared session as this member found it.
 	savepoint savepoint
 	// What the member decided, and what came of it.
 	events []LoggedEvent
 	err    error
 	queued []servicelayer.Delivery
-	// delivered are its deliveries made in process; ended, whether its
-	// piece of work is over.
-	delivered map[DeliveryKey]bool
-	ended     bool
+	ended  bool // its piece of work is over
 }
 
 // joinGroup puts w's command into the open group of sku, opening one when
@@ -132,12 +125,12 @@ func (w *Work) joinGroup(ctx context.Context, sku string) error {
 }
 
 func (gs *groups) join(s *Store, sku string, ctx context.Context, inboxID string) (*group, *member) {
-	m := &member{ctx: ctx, inboxID: inboxID, start: make(chan struct{}), done: make(chan struct{}), delivered: map[DeliveryKey]bool{}}
+	m := &member{ctx: ctx, inboxID: inboxID, start: make(chan struct{})}
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	g := gs.open[sku]
 	if g == nil || g.isClosed() {
-		g = &group{store: s, sku: sku, written: make(chan struct{}), blocked: map[deliveryTurn]bool{}}
+		g = &group{store: s, sku: sku, written: make(chan struct{})}
 		gs.open[sku] = g
 		go g.takeTurn()
 	}
@@ -237,7 +230,7 @@ func (g *group) finish(m *member, fnErr error) ([]servicelayer.Delivery, error) 
 		return m.queued, m.err
 	case <-m.ctx.Done():
 		// The write may still happen; what it queues is left to the
-		// dispatcher (ended counts it undelivered).
+		// dispatcher.
 		return nil, errors.Join(servicelayer.ErrUnavailable, m.ctx.Err())
 	}
 }
@@ -282,23 +275,15 @@ func (g *group) write() {
 	}
 }
 
-// answer gives each member its own deliveries (those of its events) or err.
+// answer gives each member its outcome, and the first the deliveries of
+// all, in the members' order, to make at once.
 func (g *group) answer(live []*member, queued []servicelayer.Delivery, err error) {
-	byMessage := map[string][]servicelayer.Delivery{}
-	for _, d := range queued {
-		byMessage[d.MessageID] = append(byMessage[d.MessageID], d)
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, m := range live {
 		m.err = err
-		for _, ev := range m.events {
-			m.queued = append(m.queued, byMessage[ev.Envelope.MessageID]...)
-		}
-		if m.ended {
-			g.blockUndelivered(m) // it left while the write ran
-		}
 	}
+	live[0].queued = queued
 }
 
 // sharedContext is the context of the group's write: no member's
@@ -317,9 +302,8 @@ func sharedContext(live []*member) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
 }
 
-// ended counts m's piece of work over: a delivery of its left undone holds
-// back the later members' of the same product and handler. The turn passes
-// on once every member ended.
+// ended counts m's piece of work over; the turn passes on once every
+// member's is.
 func (g *group) ended(m *member) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -327,48 +311,10 @@ func (g *group) ended(m *member) {
 		return
 	}
 	m.ended = true
-	g.blockUndelivered(m)
-	close(m.done)
 	g.endedCount++
 	if g.endedCount == len(g.members) && g.release != nil {
 		g.release()
 	}
-}
-
-// blockUndelivered holds back the turns of m's deliveries that were first
-// in line and not made in process. Call it with g.mu held.
-func (g *group) blockUndelivered(m *member) {
-	for _, d := range m.queued {
-		if d.FirstInLine && !m.delivered[DeliveryKey{EventID: d.LogID, Handler: d.Handler}] {
-			g.blocked[deliveryTurn{d.Event.ProductSKU(), d.Handler}] = true
-		}
-	}
-}
-
-// mayDeliver waits until every member before m ended (so that their events
-// went out first), and reports whether m may make d in process: not when an
-// earlier member left one of d's product and handler undone.
-func (g *group) mayDeliver(ctx context.Context, m *member, d servicelayer.Delivery) bool {
-	for _, earlier := range g.members {
-		if earlier == m {
-			break
-		}
-		select {
-		case <-earlier.done:
-		case <-ctx.Done():
-			return false
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return !g.blocked[deliveryTurn{d.Event.ProductSKU(), d.Handler}]
-}
-
-// delivered records that m made d in process.
-func (g *group) delivered(m *member, d servicelayer.Delivery) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	m.delivered[DeliveryKey{EventID: d.LogID, Handler: d.Handler}] = true
 }
 
 // Coalesced says how many groups of allocations took a product's turn

@@ -149,9 +149,6 @@ func (w *Work) finishInGroup(fnErr error) ([]servicelayer.Delivery, error) {
 // and first in line for its product and handler.
 func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx servicelayer.Tx) error) ([]servicelayer.Delivery, error) {
 	s := w.store
-	if w.group != nil && !w.group.mayDeliver(ctx, w.member, d) {
-		return nil, servicelayer.ErrNotDelivered
-	}
 	attempts := 0
 	if !d.FirstInLine {
 		var err error
@@ -184,10 +181,22 @@ func (w *Work) Deliver(ctx context.Context, d servicelayer.Delivery, fn func(tx 
 		}
 		return nil, failed.err
 	}
-	if err == nil && w.group != nil {
-		w.group.delivered(w.member, d)
-	}
 	return queued, err
+}
+
+// DeliverRun implements servicelayer.Work: the run was queued first in line
+// by this process, which holds its product's turn, so it is made at once.
+func (w *Work) DeliverRun(ctx context.Context, run []servicelayer.Delivery, send func(ctx context.Context) error) error {
+	if err := send(ctx); err != nil {
+		if recErr := w.store.recordFailure(ctx, run[0], 1, err); recErr != nil {
+			return errors.Join(err, recErr)
+		}
+		return err
+	}
+	for _, d := range run {
+		w.store.marks.Add(d.Event.ProductSKU(), DeliveryKey{EventID: d.LogID, Handler: d.Handler})
+	}
+	return nil
 }
 
 // commit writes c, keeps the cache in step, and turns what the dialect

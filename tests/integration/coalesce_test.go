@@ -111,7 +111,8 @@ func (f *flashSale) published() []string {
 // Thirty allocations of one unit wait for a product that has twenty: they
 // are decided together, as they would have been one at a time: twenty get
 // the batch, ten are out of stock, the version moved once per allocation,
-// and the line_allocated go out in the order the event log has them.
+// and the line_allocated go out in the order the event log has them, in one
+// call of the publisher.
 func TestAllocationsWaitingForOneProductAreDecidedTogether(t *testing.T) {
 	onEveryEngine(t, func(t *testing.T, open opener) {
 		f := newFlashSale(t, open, 20)
@@ -149,6 +150,9 @@ func TestAllocationsWaitingForOneProductAreDecidedTogether(t *testing.T) {
 		}
 		if got := f.published(); !slices.Equal(got, logged) {
 			t.Errorf("line_allocated sent for %v, want the event log's order %v", got, logged)
+		}
+		if f.pub.calls != 1 {
+			t.Errorf("the publisher was called %d times, want once for the group", f.pub.calls)
 		}
 	})
 }

@@ -98,14 +98,16 @@ func openSQLite(t testing.TB, path string) *sqlx.DB {
 }
 
 type recordingPublisher struct {
-	mu   sync.Mutex
-	sent []servicelayer.Envelope
+	mu    sync.Mutex
+	sent  []servicelayer.Envelope
+	calls int // Publish and PublishBatch calls
 }
 
 func (p *recordingPublisher) Publish(_ context.Context, env servicelayer.Envelope) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sent = append(p.sent, env)
+	p.calls++
 	return nil
 }
 
@@ -113,6 +115,7 @@ func (p *recordingPublisher) PublishBatch(_ context.Context, envs []servicelayer
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sent = append(p.sent, envs...)
+	p.calls++
 	return nil
 }
 
