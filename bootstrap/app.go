@@ -122,6 +122,7 @@ func newMetrics(cfg Config, db *sqlx.DB, store *sqlstore.Store) *metrics.Metrics
 	m := metrics.New()
 	m.SetBuildInfo(cfg.Build.Version, cfg.Build.Commit)
 	m.WatchDB(db.DB)
+	m.WatchGroups(store.Coalesced)
 	m.WatchEventLog(func(ctx context.Context) (metrics.BacklogStats, error) {
 		b, err := store.Backlog(ctx)
 		return metrics.BacklogStats{Pending: b.Pending, Dead: b.Dead, Blocked: b.Blocked, OldestPending: b.Oldest}, err

@@ -128,6 +128,23 @@ func outcome(err error, ok string) string {
 	return "failed"
 }
 
+// WatchGroups exports how many groups of allocations waiting for one
+// product were decided together, and how many allocations they held:
+// their ratio is the mean size of a group, which grows with a product's
+// contention (a flash sale).
+func (m *Metrics) WatchGroups(coalesced func() (groups, members int64)) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "allocation_coalesced_groups_total",
+			Help: "Groups of allocations waiting for one product's turn that were decided and written together.",
+		}, func() float64 { g, _ := coalesced(); return float64(g) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "allocation_coalesced_allocations_total",
+			Help: "Allocations decided in such groups.",
+		}, func() float64 { _, n := coalesced(); return float64(n) }),
+	)
+}
+
 // WatchDB exports the connection pool's statistics.
 func (m *Metrics) WatchDB(db *sql.DB) {
 	m.reg.MustRegister(collectors.NewDBStatsCollector(db, "allocation"))

@@ -249,6 +249,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			`allocation_event_deliveries_pending 0`,
 			`allocation_event_deliveries_dead 0`,
 			`allocation_event_deliveries_blocked 0`,
+			// One request at a time: no allocation waited for another.
+			`allocation_coalesced_allocations_total 0`,
 			`go_sql_max_open_connections{db_name="allocation"} 20`,
 		} {
 			if !strings.Contains(string(body), want) {
