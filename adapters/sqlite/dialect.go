@@ -38,9 +38,10 @@ func newDialect(db *sqlx.DB) *Dialect {
 // BindType implements sqlstore.Dialect.
 func (d *Dialect) BindType() int { return sqlx.QUESTION }
 
-// Write implements sqlstore.Dialect.
+// Write implements sqlstore.Dialect: the write's plan, one statement per
+// step in one transaction.
 func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	queued, wake, err := sqlstore.WriteInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, c)
+	queued, wake, err := sqlstore.RunPlan(ctx, d.db, d.stmts, steps, sqlstore.PlanWrite(c))
 	if err != nil {
 		return nil, Classify(fmt.Errorf("write unit of work: %w", err))
 	}
