@@ -167,8 +167,9 @@ func (s *statement) columns(cols []sqlstore.Column) []string {
 // queued, and whether the dispatchers were woken for deliveries waiting for
 // one done here. A delivery not in turn wakes nobody: it waits for an
 // earlier one, and whoever completes that one wakes the dispatchers
-// (markDone). Waking them on every such write would have them scan the
-// event log once per request while Redis is down.
+// (MarkDone, or the write that completes it). Waking them on every such
+// write would have them scan the event log once per request while Redis is
+// down.
 func (s *statement) result() string {
 	wake := "false"
 	if s.has[sqlstore.StepWakeFollowers] {

@@ -58,9 +58,9 @@ func (d *Dialect) HeadsQuery() string {
 	return `SELECT aggregate, handler, min(event_id) AS event_id FROM event_deliveries WHERE status <> 'done' GROUP BY aggregate, handler`
 }
 
-// MarkDone implements sqlstore.Dialect.
+// MarkDone implements sqlstore.Dialect: the plan's steps, as a write's.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	wake, err := sqlstore.MarkDoneInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, done, now)
+	_, wake, err := sqlstore.RunPlan(ctx, d.db, d.stmts, steps, sqlstore.PlanMarkDone(done, now))
 	if err != nil {
 		return Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}

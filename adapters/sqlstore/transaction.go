@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -170,59 +169,21 @@ func queuedFrom(rows [][]any) ([]Queued, error) {
 	return queued, nil
 }
 
-// MarkDoneInTransaction marks deliveries done in one transaction on db, and
-// says whether later deliveries of their products wait for them. Its
-// statements are kept in stmts, as WriteInTransaction's.
-func MarkDoneInTransaction(ctx context.Context, db *sqlx.DB, stmts *Statements, bind int, done []DeliveryKey, now time.Time) (wake bool, err error) {
-	tx, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("begin transaction: %w", err)
-	}
-	w := &writer{tx: tx, stmts: stmts, bind: bind, ctx: ctx}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-		w.prepareMissed()
-	}()
-	for _, k := range done {
-		w.exec(`UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?
-			WHERE event_id = ? AND handler = ? AND status = 'pending'`, now, k.EventID, k.Handler)
-		wake = w.followersWait(k) || wake
-	}
-	if w.err != nil {
-		return false, w.err
-	}
-	if err = tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit: %w", err)
-	}
-	return wake, nil
-}
-
-// writer runs statements until the first error, which it keeps.
+// writer runs the statements of one transaction, prepared where stmts has
+// them.
 type writer struct {
 	ctx    context.Context
 	tx     *sqlx.Tx
 	stmts  *Statements
-	bind   int
 	missed []string // queries run unprepared, to prepare once tx is over
-	err    error
-}
-
-// followersWait reports whether later deliveries of d's product and handler
-// are pending: completing d must wake the dispatchers for them.
-func (w *writer) followersWait(d DeliveryKey) bool {
-	return w.exists(`SELECT 1 FROM event_deliveries WHERE event_id > ? AND handler = ? AND status = 'pending'
-		AND aggregate = (SELECT aggregate FROM event_deliveries WHERE event_id = ? AND handler = ?)`,
-		d.EventID, d.Handler, d.EventID, d.Handler)
 }
 
 // stmt is query prepared within tx, or nil when it is not prepared yet.
 func (w *writer) stmt(query string) *sqlx.Stmt {
-	if st, ok := w.stmts.prepared(w.text(query)); ok {
+	if st, ok := w.stmts.prepared(query); ok {
 		return w.tx.StmtxContext(w.ctx, st)
 	}
-	w.missed = append(w.missed, w.text(query))
+	w.missed = append(w.missed, query)
 	return nil
 }
 
@@ -233,32 +194,6 @@ func (w *writer) prepareMissed() {
 	for _, q := range w.missed {
 		w.stmts.prepareUnlocked(context.WithoutCancel(w.ctx), q)
 	}
-}
-
-// text is query with the database's placeholders.
-func (w *writer) text(query string) string { return sqlx.Rebind(w.bind, query) }
-
-// exec runs query and returns how many rows it changed.
-func (w *writer) exec(query string, args ...any) int64 {
-	if w.err != nil {
-		return 0
-	}
-	var res sql.Result
-	var err error
-	if st := w.stmt(query); st != nil {
-		res, err = st.ExecContext(w.ctx, args...)
-	} else {
-		res, err = w.tx.ExecContext(w.ctx, w.text(query), args...)
-	}
-	if err != nil {
-		w.err = fmt.Errorf("%s: %w", firstWords(query), err)
-		return 0
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		w.err = err
-	}
-	return n
 }
 
 // run runs query and returns the rows it returns, if it is a SELECT or has
@@ -304,39 +239,4 @@ func (w *writer) query(query string, args []any) ([][]any, error) {
 		all = append(all, r)
 	}
 	return all, rows.Err()
-}
-
-// exists reports whether query returns a row.
-func (w *writer) exists(query string, args ...any) bool {
-	var one int
-	if w.err != nil {
-		return false
-	}
-	err := w.get(&one, query, args...)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		w.err = fmt.Errorf("%s: %w", firstWords(query), err)
-	}
-	return err == nil
-}
-
-// get scans the one row of query into dest.
-func (w *writer) get(dest any, query string, args ...any) error {
-	if st := w.stmt(query); st != nil {
-		return st.GetContext(w.ctx, dest, args...)
-	}
-	return w.tx.GetContext(w.ctx, dest, w.text(query), args...)
-}
-
-// firstWords names a statement in an error: its first three words.
-func firstWords(query string) string {
-	n, words := 0, 0
-	for i, r := range query {
-		if r == ' ' {
-			if words++; words == 3 {
-				return query[:i]
-			}
-		}
-		n = i
-	}
-	return query[:n+1]
 }

@@ -198,6 +198,20 @@ func PlanWrite(c *Changes) Plan {
 	return p.plan
 }
 
+// PlanMarkDone is the plan that marks done deliveries whose handler changed
+// nothing stored: the deliveries step of a write, without its check (one no
+// longer pending was marked by someone else, or parked), and the wake-up
+// of the deliveries that wait for them.
+func PlanMarkDone(done []DeliveryKey, now time.Time) Plan {
+	p := &planner{plan: Plan{Now: now}}
+	if len(done) == 0 {
+		return p.plan
+	}
+	p.add(Step{Name: StepCompleteDeliveries, Rows: deliveryColumns(done), UsesNow: true})
+	p.add(Step{Name: StepWakeFollowers, Joins: StepCompleteDeliveries})
+	return p.plan
+}
+
 // planner adds the steps a write needs.
 type planner struct{ plan Plan }
 
