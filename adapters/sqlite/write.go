@@ -75,12 +75,13 @@ var steps = sqlstore.StepTexts{TimeLayout: timeLayout, SQL: map[sqlstore.StepNam
 	// now, ?5 the first attempt. A delivery is in turn when no other of its
 	// product and handler is open; SQLite reads the whole SELECT before it
 	// inserts a row (it reads the table it inserts into), so that the
-	// deliveries this statement queues do not count, as in PostgreSQL.
+	// deliveries this statement queues do not count, as in PostgreSQL. With
+	// nothing counted as done (?2 = '[]'), SQLite skips building the list.
 	sqlstore.StepQueueDeliveries: `INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)
 		SELECT l.value ->> 0, d.value ->> 1, l.value ->> 2,
 			CASE WHEN (SELECT x.event_id FROM event_deliveries x
 				WHERE x.aggregate = l.value ->> 2 AND x.handler = d.value ->> 1 AND x.status <> 'done'
-					AND (x.event_id, x.handler) NOT IN (SELECT value ->> 0, value ->> 1 FROM jsonb_each(?2))
+					AND (?2 = '[]' OR (x.event_id, x.handler) NOT IN (SELECT value ->> 0, value ->> 1 FROM jsonb_each(?2)))
 				ORDER BY x.event_id LIMIT 1) IS NULL THEN ?5 ELSE ?4 END, ?4
 		FROM jsonb_each(?1) d JOIN jsonb_each(?3) l ON l.value ->> 1 = d.value ->> 0
 		RETURNING (SELECT message_id FROM event_log WHERE id = event_id), event_id, handler, next_attempt_at = ?5`,
