@@ -55,11 +55,7 @@ func RunPlan(ctx context.Context, db *sqlx.DB, stmts *Statements, texts StepText
 	}()
 	returned := map[StepName][][]any{}
 	for _, st := range plan.Steps {
-		args, err := texts.args(plan, st, returned)
-		if err != nil {
-			return nil, false, err
-		}
-		rows, n, err := w.run(texts.SQL[st.Name], args)
+		rows, n, err := w.run(texts.SQL[st.Name], texts.args(plan, st, returned))
 		if err != nil {
 			return nil, false, fmt.Errorf("%s: %w", st.Name, err)
 		}
@@ -78,19 +74,26 @@ func RunPlan(ctx context.Context, db *sqlx.DB, stmts *Statements, texts StepText
 }
 
 // args are the arguments of st, in the order StepTexts says.
-func (t StepTexts) args(plan Plan, st Step, returned map[StepName][][]any) ([]any, error) {
+func (t StepTexts) args(plan Plan, st Step, returned map[StepName][][]any) []any {
 	var args []any
-	for _, rows := range [][]Column{st.Rows, st.Done} {
-		if rows != nil {
-			args = append(args, t.rowsJSON(rows))
+	for _, columns := range [][]Column{st.Rows, st.Done} {
+		if columns != nil {
+			args = append(args, t.rowsJSON(RowCount(columns), func(i, j int) (any, bool) {
+				if j == len(columns) {
+					return nil, false
+				}
+				return columns[j].At(i), true
+			}))
 		}
 	}
 	if st.Joins != 0 {
-		joined, err := json.Marshal(returned[st.Joins])
-		if err != nil {
-			return nil, fmt.Errorf("%s: rows of %s: %w", st.Name, st.Joins, err)
-		}
-		args = append(args, string(joined))
+		rows := returned[st.Joins]
+		args = append(args, t.rowsJSON(len(rows), func(i, j int) (any, bool) {
+			if j == len(rows[i]) {
+				return nil, false
+			}
+			return rows[i][j], true
+		}))
 	}
 	if st.UsesNow {
 		args = append(args, plan.Now)
@@ -98,29 +101,35 @@ func (t StepTexts) args(plan Plan, st Step, returned map[StepName][][]any) ([]an
 	if st.UsesFirstAttempt {
 		args = append(args, plan.FirstAttempt)
 	}
-	return args, nil
+	return args
 }
 
-// rowsJSON is columns as one JSON array of rows.
-func (t StepTexts) rowsJSON(columns []Column) string {
+// rowsJSON is n rows as one JSON array of rows; value(i, j) is column j of
+// row i, false past the last column.
+func (t StepTexts) rowsJSON(n int, value func(i, j int) (any, bool)) string {
 	b := []byte{'['}
-	for i := range RowCount(columns) {
+	for i := range n {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, '[')
-		for j, c := range columns {
+		for j := 0; ; j++ {
+			v, ok := value(i, j)
+			if !ok {
+				break
+			}
 			if j > 0 {
 				b = append(b, ',')
 			}
-			b = t.appendJSON(b, c.At(i))
+			b = t.appendJSON(b, v)
 		}
 		b = append(b, ']')
 	}
 	return string(append(b, ']'))
 }
 
-// appendJSON appends v, a value of Column.At, as JSON.
+// appendJSON appends v (a value of Column.At, or of a row a step returned)
+// as JSON.
 func (t StepTexts) appendJSON(b []byte, v any) []byte {
 	switch v := v.(type) {
 	case nil:
@@ -132,20 +141,30 @@ func (t StepTexts) appendJSON(b []byte, v any) []byte {
 	case string:
 		return appendJSONString(b, v)
 	}
-	panic(fmt.Sprintf("sqlstore: no JSON for a %T", v))
+	encoded, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("sqlstore: no JSON for a %T: %v", v, err))
+	}
+	return append(b, encoded...)
 }
 
-// appendJSONString appends s as a JSON string: as it is when nothing in it
-// needs escaping (ids, SKUs), through encoding/json otherwise.
+// appendJSONString appends s as a JSON string: by hand when it is ASCII
+// (ids, SKUs, a payload), through encoding/json otherwise, which also
+// mends invalid UTF-8.
 func appendJSONString(b []byte, s string) []byte {
+	start := len(b)
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x80:
 			quoted, _ := json.Marshal(s) // a string always encodes
-			return append(b, quoted...)
+			return append(b[:start], quoted...)
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		default:
+			b = append(b, c)
 		}
 	}
-	b = append(b, '"')
-	b = append(b, s...)
 	return append(b, '"')
 }
 
