@@ -120,34 +120,15 @@ SELECT aggregate, handler, event_id FROM heads`
 // HeadsQuery implements sqlstore.Dialect.
 func (d *Dialect) HeadsQuery() string { return headsQuery }
 
-// markDone completes deliveries and, when later deliveries of their
-// products wait for them, wakes the dispatchers. It looks for a pending
-// delivery after the last one done of each product and handler: one probe
-// of the index on open deliveries each, however long the backlog (looking
-// after every one done, excluding the ones done, made marking a run of 500
-// out of a backlog of 10,000 cost seconds).
-const markDone = `
-WITH done AS (
-	UPDATE event_deliveries SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = $3
-	WHERE (event_id, handler) IN (SELECT * FROM unnest($1::bigint[], $2::text[])) AND status = 'pending'
-	RETURNING event_id, handler, aggregate),
-last AS (SELECT aggregate, handler, max(event_id) AS event_id FROM done GROUP BY aggregate, handler)
-SELECT pg_notify('` + notifyChannel + `', '') WHERE EXISTS (SELECT 1 FROM last JOIN event_deliveries x
-	ON x.aggregate = last.aggregate AND x.handler = last.handler AND x.event_id > last.event_id AND x.status <> 'done'
-	WHERE x.status = 'pending')`
-
-// MarkDone implements sqlstore.Dialect, on the pool that does not wait for
-// the disk.
+// MarkDone implements sqlstore.Dialect: the plan's steps composed into one
+// statement, as a write's, on the pool that does not wait for the disk.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	st, err := d.relaxedS.Get(ctx, markDone)
+	query, args := buildWrite(sqlstore.PlanMarkDone(done, now))
+	st, err := d.relaxedS.Get(ctx, query)
 	if err != nil {
 		return err
 	}
-	ids, handlers := make([]int64, len(done)), make([]string, len(done))
-	for i, k := range done {
-		ids[i], handlers[i] = k.EventID, k.Handler
-	}
-	if _, err := st.ExecContext(ctx, pq.Array(ids), pq.Array(handlers), now); err != nil {
+	if _, err := st.ExecContext(ctx, args...); err != nil {
 		return d.Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}
 	return nil

@@ -38,9 +38,10 @@ func newDialect(db *sqlx.DB) *Dialect {
 // BindType implements sqlstore.Dialect.
 func (d *Dialect) BindType() int { return sqlx.QUESTION }
 
-// Write implements sqlstore.Dialect.
+// Write implements sqlstore.Dialect: the write's plan, one statement per
+// step in one transaction.
 func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Queued, error) {
-	queued, wake, err := sqlstore.WriteInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, c)
+	queued, wake, err := sqlstore.RunPlan(ctx, d.db, d.stmts, steps, sqlstore.PlanWrite(c))
 	if err != nil {
 		return nil, Classify(fmt.Errorf("write unit of work: %w", err))
 	}
@@ -57,9 +58,9 @@ func (d *Dialect) HeadsQuery() string {
 	return `SELECT aggregate, handler, min(event_id) AS event_id FROM event_deliveries WHERE status <> 'done' GROUP BY aggregate, handler`
 }
 
-// MarkDone implements sqlstore.Dialect.
+// MarkDone implements sqlstore.Dialect: the plan's steps, as a write's.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	wake, err := sqlstore.MarkDoneInTransaction(ctx, d.db, d.stmts, sqlx.QUESTION, done, now)
+	_, wake, err := sqlstore.RunPlan(ctx, d.db, d.stmts, steps, sqlstore.PlanMarkDone(done, now))
 	if err != nil {
 		return Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}

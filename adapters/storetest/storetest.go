@@ -63,6 +63,7 @@ func Run(t *testing.T, setup Setup) {
 		{"AnInboundMessageIsTakenOnce", anInboundMessageIsTakenOnce},
 		{"ADeliveryIsDoneOnce", aDeliveryIsDoneOnce},
 		{"AnEarlierDeliveryOfTheProductGoesFirst", anEarlierDeliveryOfTheProductGoesFirst},
+		{"TheDeliveriesOfOneWriteAreInTurnTogether", theDeliveriesOfOneWriteAreInTurnTogether},
 		{"AFailedDeliveryFallsDueAgain", aFailedDeliveryFallsDueAgain},
 		{"AProductThatMovedOnIsReadAgain", aProductThatMovedOnIsReadAgain},
 		{"ABatchIsNeverAllocatedBeyondWhatItHolds", aBatchIsNeverAllocatedBeyondWhatItHolds},
@@ -212,6 +213,40 @@ func anEarlierDeliveryOfTheProductGoesFirst(t *testing.T, setup Setup) {
 	}
 	if err := deliver(s, second); err != nil {
 		t.Fatalf("second after first: %v", err)
+	}
+}
+
+// Turns are taken against what was queued before the write: deliveries of
+// one product queued by one write all go out at once (in the order of their
+// events), whatever the database reads of the rows the write inserts itself.
+func theDeliveriesOfOneWriteAreInTurnTogether(t *testing.T, setup Setup) {
+	s, ctx := setup.New(t), context.Background()
+	AddStock(t, s, "STOOL", "s1", 10, time.Time{})
+	queued, err := s.Do(ctx, func(tx servicelayer.Tx) error {
+		p, err := tx.Products().Get(ctx, "STOOL")
+		if err != nil {
+			return err
+		}
+		for _, id := range []string{"o1", "o2"} {
+			if _, err := p.Allocate(domain.OrderLine{OrderID: id, SKU: "STOOL", Qty: 1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queued) < 2 {
+		t.Fatalf("queued %d deliveries, want one per event and handler", len(queued))
+	}
+	for _, d := range queued {
+		if !d.FirstInLine {
+			t.Fatalf("%s of %s waits for a delivery of the same write", d.Handler, d.Envelope.Event.Name())
+		}
+	}
+	if later := Allocate(t, s, domain.OrderLine{OrderID: "o3", SKU: "STOOL", Qty: 1}); later[0].FirstInLine {
+		t.Fatal("a later write's delivery is in turn while those of the first are pending")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"allocation/adapters/sqlstore"
+	"allocation/adapters/storetest"
 	"allocation/domain"
 	"allocation/servicelayer"
 	"allocation/tests/testenv"
@@ -399,5 +400,67 @@ func TestTheEventLogKeepsTheBatchADeallocatedLineLeft(t *testing.T) {
 		if got, want := deallocated(), (domain.Deallocated{OrderID: order, SKU: sku, Qty: 3}); got != want {
 			t.Fatalf("from an old row: %+v, want %+v", got, want)
 		}
+	})
+}
+
+// Completing a delivery that a later one of its product waits for wakes
+// the dispatchers, whether the handler changed something stored (the
+// completion is part of its write) or not (marked done a moment later).
+func TestCompletingADeliveryWakesTheOneWaitingForIt(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		store, ctx := open(t).store, context.Background()
+		storetest.AddStock(t, store, "BELL", "BELL-b", 10, time.Time{})
+		allocate := func(id string) servicelayer.Delivery {
+			t.Helper()
+			queued, err := store.Do(ctx, func(tx servicelayer.Tx) error {
+				p, err := tx.Products().Get(ctx, "BELL")
+				if err != nil {
+					return err
+				}
+				_, err = p.Allocate(domain.OrderLine{OrderID: id, SKU: "BELL", Qty: 1})
+				return err
+			})
+			if err != nil || len(queued) == 0 {
+				t.Fatalf("allocate %s: %v, %v", id, queued, err)
+			}
+			return queued[0]
+		}
+		drain := func() {
+			for {
+				select {
+				case <-store.Wake():
+				default:
+					return
+				}
+			}
+		}
+		woken := func(how string) {
+			t.Helper()
+			select {
+			case <-store.Wake():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: the dispatchers were not woken", how)
+			}
+		}
+		first, second, _ := allocate("o1"), allocate("o2"), allocate("o3")
+		drain()
+		// The handler allocates another line: its write completes the delivery.
+		if _, err := store.Deliver(ctx, first, func(tx servicelayer.Tx) error {
+			p, err := tx.Products().Get(ctx, "BELL")
+			if err != nil {
+				return err
+			}
+			_, err = p.Allocate(domain.OrderLine{OrderID: "o4", SKU: "BELL", Qty: 1})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		woken("a write that completes a delivery")
+		drain()
+		// The handler changes nothing: the delivery is marked done later.
+		if _, err := store.Deliver(ctx, second, func(servicelayer.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		woken("marking a delivery done")
 	})
 }

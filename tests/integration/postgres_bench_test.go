@@ -143,8 +143,26 @@ func BenchmarkPostgresAllocate(b *testing.B) {
 // BenchmarkPostgresStore measures the repository's two halves on their own:
 // loading a product (a batch's lines, never cached) and saving an allocation
 // decided on a cached product (one statement, one commit).
-func BenchmarkPostgresStore(b *testing.B) {
-	bus, db := postgresBus(b)
+func BenchmarkPostgresStore(b *testing.B) { benchmarkStore(b, freshPG) }
+
+// BenchmarkSQLiteStore is BenchmarkPostgresStore on the embedded mode's
+// database, plus whole allocations through the bus (the write, then the
+// delivery marked done).
+func BenchmarkSQLiteStore(b *testing.B) {
+	benchmarkStore(b, freshSQLite)
+	b.Run("allocate", func(b *testing.B) {
+		bus, _ := busOn(b, freshSQLite)
+		handleAll(b, bus, domain.CreateBatch{Ref: "bus-b", SKU: "BUS", Qty: domain.MaxQuantity})
+		i := 0
+		for b.Loop() {
+			i++
+			handleAll(b, bus, domain.Allocate{OrderID: fmt.Sprintf("bus-%d", i), SKU: "BUS", Qty: 1})
+		}
+	})
+}
+
+func benchmarkStore(b *testing.B, open opener) {
+	bus, db := busOn(b, open)
 	ctx := context.Background()
 	handleAll(b, bus, domain.CreateBatch{Ref: "store-b", SKU: "STORE", Qty: domain.MaxQuantity})
 	for i := range 10 {
