@@ -53,8 +53,10 @@ const CacheSize = 32 << 20
 // them, foreign keys enforced, synchronous FULL (a 202 survives a power
 // loss, as it does on PostgreSQL), transactions that take the write lock
 // when they begin (BEGIN IMMEDIATE: no lock upgrade that could fail
-// half-way), and times written as UTC text in one layout, which sorts as
-// the times do.
+// half-way), temporary tables and statement journals in memory (a write's
+// set-based statements use them, and losing them in a crash loses nothing:
+// the transaction rolls back), and times written as UTC text in one
+// layout, which sorts as the times do.
 func Open(ctx context.Context, path string) (*sqlx.DB, error) { return OpenDriver(ctx, "sqlite", path) }
 
 // OpenDriver is Open through driver: modernc's "sqlite", or a wrapper of it
@@ -72,6 +74,7 @@ func OpenDriver(ctx context.Context, driver, path string) (*sqlx.DB, error) {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -CacheSize/1024))
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Set("_txlock", "immediate")
 	q.Set("_time_format", "sqlite")
 	q.Set("_timezone", "UTC")
