@@ -38,13 +38,17 @@ build: ## bin/allocation, stamped with VERSION and COMMIT
 services: ## make sure PostgreSQL and Redis are running
 	@bash scripts/services.sh
 
+# The unit tests: tests/unit, and the packages that keep their own (the
+# domain, the store's machinery under adapters/sqlstore/internal).
+UNIT_PKGS = ./tests/unit/... ./domain/... ./adapters/...
+
 test: services lint ## everything: static checks, unit, integration and e2e, with the race detector
-	$(GO) test $(TESTFLAGS) ./tests/unit/...
+	$(GO) test $(TESTFLAGS) $(UNIT_PKGS)
 	$(GO) test $(TESTFLAGS) -p 1 ./tests/integration/...
 	$(GO) test $(TESTFLAGS) -p 1 ./tests/e2e/...
 
 test-unit:
-	$(GO) test $(TESTFLAGS) ./tests/unit/...
+	$(GO) test $(TESTFLAGS) $(UNIT_PKGS)
 
 test-integration: services
 	$(GO) test $(TESTFLAGS) ./tests/integration/...
