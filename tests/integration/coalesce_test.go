@@ -243,3 +243,52 @@ func TestAFailingMemberOfAGroupFailsAlone(t *testing.T) {
 		}
 	})
 }
+
+// An allocation that gives up while it waits in a group leaves it: the
+// others are written without it, and the product's turn is free again
+// afterwards.
+func TestAnAllocationThatGivesUpLeavesItsGroup(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		f := newFlashSale(t, open, 100)
+		f.holdTurn()
+		for i := range 3 {
+			f.allocate(fmt.Sprintf("o%d", i), "")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		gaveUp := make(chan error, 1)
+		go func() {
+			_, err := f.bus.Handle(ctx, domain.Allocate{OrderID: "impatient", SKU: f.sku, Qty: 1})
+			gaveUp <- err
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for f.db.store.WaitingInGroup(f.sku) < 4 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d allocations wait in the group after 10 s, want 4", f.db.store.WaitingInGroup(f.sku))
+			}
+			time.Sleep(time.Millisecond) // polling a condition, bounded above
+		}
+		cancel()
+		if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+			t.Errorf("the allocation that gave up: %v, want context.Canceled", err)
+		}
+		f.release(0)
+
+		for i := range 3 {
+			if order := fmt.Sprintf("o%d", i); f.errs[order] != nil || f.refs[order] != "b1" {
+				t.Errorf("%s: %q, %v; want b1", order, f.refs[order], f.errs[order])
+			}
+		}
+		var lines []string
+		if err := f.db.Select(&lines, `SELECT orderid FROM allocations ORDER BY orderid`); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(lines, []string{"o0", "o1", "o2"}) {
+			t.Errorf("allocated %v, want o0, o1, o2", lines)
+		}
+		afterCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+		defer done()
+		if res, err := f.bus.Handle(afterCtx, domain.Allocate{OrderID: "later", SKU: f.sku, Qty: 1}); err != nil || res.BatchRef != "b1" {
+			t.Errorf("an allocation after the group: %q, %v; want b1 (the turn must be free)", res.BatchRef, err)
+		}
+	})
+}
