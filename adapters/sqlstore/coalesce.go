@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"allocation/adapters/sqlstore/internal/groups"
 	"allocation/servicelayer"
 )
 
@@ -38,10 +38,8 @@ import (
 // line. A batch's change of quantity may need lines no other member loaded,
 // and a delivery may complete a delivery; they take the turn alone.
 //
-// Rejected: the one waiting first runs the others' handlers. A handler is a
-// closure of its own caller, running in its caller's goroutine with its
-// caller's context and spans; here each member runs its own, and they only
-// take turns on the shared session.
+// How the members take turns is internal/groups's; what they decide on
+// (one session) and how it is written is here.
 
 // maxGroup caps a group at the commands one write merges (maxMerged): past
 // that a group's decisions hold the turn longer than its write takes.
@@ -51,210 +49,99 @@ const maxGroup = 64
 // run alone: it is a conflict, so Work.Do runs them again.
 var errRunAlone = fmt.Errorf("the group's write was refused; each runs alone: %w", ErrConflict)
 
-// groups are the groups of allocations waiting for a product's turn.
-type groups struct {
-	mu sync.Mutex
-	// open is, for each product, the group that takes its turn next and
-	// still takes members.
-	open map[string]*group
-	// formed and members count the groups that took a turn and their
-	// members, for metrics and tests.
-	formed, members atomic.Int64
-}
+// productGroups are the groups of allocations waiting for a product.
+type productGroups = groups.Groups[*groupState, *member]
 
-// group is allocations on one product that take its turn together.
-type group struct {
-	store *Store
-	sku   string
-	mu    sync.Mutex
-	// members in the order they came; next is the one deciding now.
-	members []*member
-	next    int
-	closed  bool // full, or holding the turn: it takes no one more
-	// sess is the session every member decides in.
-	sess       *session
-	release    func() // gives the product's turn back
-	endedCount int    // members whose piece of work ended
-	// spoiled: a member failed after changing the product, so that the
-	// others run again alone.
+// groupState is what a group's members decide on: one session, and whether
+// a member failed after changing it (spoiled: the others run again alone).
+type groupState struct {
+	store   *Store
+	sess    *session
+	mu      sync.Mutex
 	spoiled bool
-	written chan struct{} // closed once the write is over
 }
 
-type memberState int
-
-const (
-	waiting  memberState = iota // for the turn, then for its go
-	deciding                    // its handler runs
-	decided                     // its handler returned
-	left                        // gave up waiting: skipped
-)
-
-// member is one allocation of a group.
+// member is one allocation of a group: what it decided, and what came of it.
 type member struct {
-	ctx     context.Context
-	inboxID string
-	state   memberState
-	start   chan struct{} // closed when it is this member's go
-	// savepoint is the shared session as this member found it.
-	savepoint savepoint
-	// What the member decided, and what came of it.
-	events []LoggedEvent
-	err    error
-	queued []servicelayer.Delivery
-	ended  bool // its piece of work is over
+	ctx       context.Context
+	inboxID   string
+	savepoint savepoint // the shared session as it found it
+	events    []LoggedEvent
+	err       error
+	queued    []servicelayer.Delivery
 }
 
-// joinGroup puts w's command into the open group of sku, opening one when
-// there is none (or it is full): the group takes the turn when it frees.
-// It returns once it is the member's go, or ctx ended.
+func newProductGroups(s *Store) *productGroups {
+	return groups.New(groups.Config[*groupState, *member]{
+		Turns: s.turns,
+		Max:   maxGroup,
+		Start: func(string) *groupState { return &groupState{store: s, sess: s.begin(nil)} },
+		Write: (*groupState).write,
+	})
+}
+
+// joinGroup puts w's allocation into the group waiting for sku and returns
+// once it is its go: the group holds the turn for it.
 func (w *Work) joinGroup(ctx context.Context, sku string) error {
-	g, m := w.store.groups.join(w.store, sku, ctx, w.inboxID)
-	select {
-	case <-m.start:
-	case <-ctx.Done():
-		if g.leave(m) {
-			w.group, w.member = g, m // its End still counts
-			return ctx.Err()
-		}
-		<-m.start // its go came meanwhile
+	m := &member{ctx: ctx, inboxID: w.inboxID}
+	gm, err := w.store.groups.Join(ctx, sku, m)
+	if err != nil {
+		return err
 	}
-	w.group, w.member = g, m
-	w.held[sku] = true // the group holds the turn
+	m.savepoint = gm.State().sess.savepoint()
+	w.group, w.member, w.groupSKU = gm, m, sku
+	w.held[sku] = true
 	return nil
-}
-
-func (gs *groups) join(s *Store, sku string, ctx context.Context, inboxID string) (*group, *member) {
-	m := &member{ctx: ctx, inboxID: inboxID, start: make(chan struct{})}
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	g := gs.open[sku]
-	if g == nil || g.isClosed() {
-		g = &group{store: s, sku: sku, written: make(chan struct{})}
-		gs.open[sku] = g
-		go g.takeTurn()
-	}
-	g.mu.Lock()
-	g.members = append(g.members, m)
-	if len(g.members) == maxGroup {
-		g.closed = true
-	}
-	g.mu.Unlock()
-	return g, m
-}
-
-func (g *group) isClosed() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.closed
-}
-
-// takeTurn waits for the product's turn on behalf of the members, then
-// gives the first its go. It waits whatever the members' contexts: one that
-// gives up leaves the group, and a group every member left passes the turn
-// on at once.
-func (g *group) takeTurn() {
-	release, _ := g.store.turns.Take(context.Background(), g.sku)
-	gs := &g.store.groups
-	gs.mu.Lock()
-	if gs.open[g.sku] == g {
-		delete(gs.open, g.sku)
-	}
-	gs.mu.Unlock()
-	g.mu.Lock()
-	g.closed, g.release = true, release
-	g.sess = g.store.begin(nil)
-	gs.formed.Add(1)
-	gs.members.Add(int64(len(g.members)))
-	if g.endedCount == len(g.members) {
-		release()
-	}
-	g.mu.Unlock()
-	g.advance()
-}
-
-// leave takes m out of the group when its go has not come yet, and reports
-// whether it did.
-func (g *group) leave(m *member) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if m.state != waiting {
-		return false
-	}
-	m.state = left
-	return true
-}
-
-// advance gives the next member still there its go, or writes the group
-// when every member decided.
-func (g *group) advance() {
-	g.mu.Lock()
-	for g.next < len(g.members) && g.members[g.next].state == left {
-		g.next++
-	}
-	if g.next < len(g.members) {
-		m := g.members[g.next]
-		m.state = deciding
-		m.savepoint = g.sess.savepoint()
-		close(m.start)
-		g.mu.Unlock()
-		return
-	}
-	g.mu.Unlock()
-	g.write()
 }
 
 // finish records what member m decided, or undoes it when its handler
 // failed, gives the next member its go, and waits for the group's write.
-func (g *group) finish(m *member, fnErr error) ([]servicelayer.Delivery, error) {
+func (w *Work) finish(fnErr error) ([]servicelayer.Delivery, error) {
+	gm, m := w.group, w.member
+	st := gm.State()
 	if fnErr == nil {
-		m.events, fnErr = g.sess.logEvents(m.ctx, time.Now())
+		m.events, fnErr = st.sess.logEvents(m.ctx, time.Now())
 	}
-	g.mu.Lock()
 	if fnErr != nil {
 		// Unchanged, the product is as this member found it; changed, it
 		// cannot be undone here, and the others run again alone.
-		g.spoiled = g.spoiled || g.sess.changedSince(m.savepoint)
-		g.sess.rollback(m.savepoint)
+		st.mu.Lock()
+		st.spoiled = st.spoiled || st.sess.changedSince(m.savepoint)
+		st.mu.Unlock()
+		st.sess.rollback(m.savepoint)
 		m.err = fnErr
 	}
-	m.state = decided
-	g.next++
-	g.mu.Unlock()
-	g.advance()
+	gm.Decided()
 	if fnErr != nil {
 		return nil, fnErr
 	}
-	select {
-	case <-g.written:
-		return m.queued, m.err
-	case <-m.ctx.Done():
+	if err := gm.Written(m.ctx); err != nil {
 		// The write may still happen; what it queues is left to the
 		// dispatcher.
-		return nil, errors.Join(servicelayer.ErrUnavailable, m.ctx.Err())
+		return nil, errors.Join(servicelayer.ErrUnavailable, err)
 	}
+	return m.queued, m.err
 }
 
-// write writes what the members decided in one unit of work and gives each
-// its own deliveries, or sends them back to run alone.
-func (g *group) write() {
-	defer close(g.written)
+// write writes what the members decided in one unit of work, and gives
+// the first the deliveries of all, or sends them back to run alone.
+func (st *groupState) write(decided []*member) {
 	var live []*member
-	for _, m := range g.members {
-		if m.state == decided && m.err == nil {
+	for _, m := range decided {
+		if m.err == nil {
 			live = append(live, m)
 		}
 	}
 	if len(live) == 0 {
 		return
 	}
-	if g.spoiled {
-		g.answer(live, nil, errRunAlone)
+	if st.spoiled {
+		answer(live, nil, errRunAlone)
 		return
 	}
 	ctx, cancel := sharedContext(live)
 	defer cancel()
-	c := g.sess.stateChanges(time.Now())
+	c := st.sess.stateChanges(time.Now())
 	var events []LoggedEvent
 	for _, m := range live {
 		events = append(events, m.events...)
@@ -262,24 +149,23 @@ func (g *group) write() {
 			c.InboxIDs = append(c.InboxIDs, m.inboxID)
 		}
 	}
-	c.addEvents(g.store, events)
+	c.addEvents(st.store, events)
 	if !c.changesState() && len(c.InboxIDs) == 0 {
 		return // every member found its line allocated already
 	}
-	queued, err := g.store.commit(ctx, g.sess, c)
+	queued, err := st.store.commit(ctx, st.sess, c)
 	switch {
 	case err == nil || len(live) == 1 || errors.Is(err, servicelayer.ErrUnavailable):
-		g.answer(live, queued, err)
+		answer(live, queued, err)
 	default:
-		g.answer(live, nil, errRunAlone)
+		answer(live, nil, errRunAlone)
 	}
 }
 
 // answer gives each member its outcome, and the first the deliveries of
-// all, in the members' order, to make at once.
-func (g *group) answer(live []*member, queued []servicelayer.Delivery, err error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// all, in the members' order, to make at once. The members read it after
+// the write (Written).
+func answer(live []*member, queued []servicelayer.Delivery, err error) {
 	for _, m := range live {
 		m.err = err
 	}
@@ -302,36 +188,9 @@ func sharedContext(live []*member) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
 }
 
-// ended counts m's piece of work over; the turn passes on once every
-// member's is.
-func (g *group) ended(m *member) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if m.ended {
-		return
-	}
-	m.ended = true
-	g.endedCount++
-	if g.endedCount == len(g.members) && g.release != nil {
-		g.release()
-	}
-}
-
 // Coalesced says how many groups of allocations took a product's turn
 // together, and how many allocations they held in all.
-func (s *Store) Coalesced() (groups, members int64) {
-	return s.groups.formed.Load(), s.groups.members.Load()
-}
+func (s *Store) Coalesced() (groups, members int64) { return s.groups.Formed() }
 
 // WaitingInGroup is how many allocations wait in the open group of sku.
-func (s *Store) WaitingInGroup(sku string) int {
-	s.groups.mu.Lock()
-	g := s.groups.open[sku]
-	s.groups.mu.Unlock()
-	if g == nil {
-		return 0
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.members)
-}
+func (s *Store) WaitingInGroup(sku string) int { return s.groups.Waiting(sku) }

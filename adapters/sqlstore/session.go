@@ -187,7 +187,7 @@ func (r *repository) get(ctx context.Context, sku string, forLine bool, query st
 		return nil, false, err
 	}
 	if joined {
-		r.shared = r.work.group.sess
+		r.shared = r.work.group.State().sess
 	}
 	st := r.state()
 	if p := st.find(sku); p != nil {

@@ -90,7 +90,7 @@ type Store struct {
 	routes     servicelayer.Routes
 	claimLease time.Duration
 	turns      *turns.Turns
-	groups     groups                         // of allocations waiting for a product's turn
+	groups     *productGroups                 // of allocations waiting for a product's turn
 	owners     *cache.Bounded[string, string] // batch ref -> sku
 	cache      productCache
 	marks      *marking.Marks[DeliveryKey]
@@ -145,7 +145,6 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		routes:     opts.Routes,
 		claimLease: opts.ClaimLease,
 		turns:      turns.New(),
-		groups:     groups{open: map[string]*group{}},
 		owners:     cache.New[string, string](MaxCachedOwners),
 		cache:      productCache{entries: cache.New[string, cachedProduct](maxCachedProducts)},
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
@@ -155,6 +154,7 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 			return dialect.MarkDone(ctx, done, time.Now().UTC())
 		}, log),
 	}
+	s.groups = newProductGroups(s)
 	s.writes = groupcommit.New(groupcommit.Port[*Changes, []Queued]{
 		Write:    dialect.Write,
 		Merge:    merge,

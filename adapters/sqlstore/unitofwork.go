@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"allocation/adapters/sqlstore/internal/groups"
 	"allocation/servicelayer"
 )
 
@@ -28,8 +29,9 @@ type Work struct {
 	deciding bool
 	inboxID  string
 	alone    bool
-	group    *group
+	group    *groups.Member[*groupState, *member]
 	member   *member
+	groupSKU string
 }
 
 // Begin implements servicelayer.UnitOfWork.
@@ -50,8 +52,8 @@ func (w *Work) End() {
 // leaveGroup counts the work's part in its group over.
 func (w *Work) leaveGroup() {
 	if w.group != nil {
-		w.group.ended(w.member)
-		delete(w.held, w.group.sku)
+		w.group.End()
+		delete(w.held, w.groupSKU)
 		w.group, w.member = nil, nil
 	}
 }
@@ -135,7 +137,7 @@ func (w *Work) Do(ctx context.Context, inboxID string, fn func(tx servicelayer.T
 // or was sent back leaves the group at once, so that the group's turn is
 // not held by an attempt that runs again alone.
 func (w *Work) finishInGroup(fnErr error) ([]servicelayer.Delivery, error) {
-	queued, err := w.group.finish(w.member, fnErr)
+	queued, err := w.finish(fnErr)
 	if err != nil {
 		w.alone = w.alone || errors.Is(err, errRunAlone)
 		w.leaveGroup()
