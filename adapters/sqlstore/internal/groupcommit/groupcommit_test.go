@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"allocation/adapters/sqlstore/internal/parked"
 	"allocation/servicelayer"
 )
 
@@ -118,25 +118,7 @@ func submit(ctx context.Context, c *Committer[job, []string], name string, out c
 // they wait in the order they came, and are taken in that order.
 func waitParked(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	buf := make([]byte, 1<<20)
-	for {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		parked := 0
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "[select") && strings.Contains(g, "groupcommit.(*Committer[...]).Write(") {
-				parked++
-			}
-		}
-		if parked == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d callers wait in Write, want %d", parked, n)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+	parked.Wait(t, "groupcommit.(*Committer[...]).Write(", n, waitFor)
 }
 
 // waitWrites waits until f has been asked for n writes.

@@ -3,13 +3,13 @@ package turns
 import (
 	"context"
 	"errors"
-	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"allocation/adapters/sqlstore/internal/parked"
 )
 
 // waitFor is how long a test waits for something that should happen at once.
@@ -30,25 +30,7 @@ func take(t *testing.T, tu *Turns, sku string) func() {
 // the order in which they wait is known.
 func waitParked(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	buf := make([]byte, 1<<20)
-	for {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		parked := 0
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "[select") && strings.Contains(g, "turns.(*Turns).Take") {
-				parked++
-			}
-		}
-		if parked == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines wait for a turn, want %d", parked, n)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+	parked.Wait(t, "turns.(*Turns).Take", n, waitFor)
 }
 
 func assertForgotten(t *testing.T, tu *Turns) {
