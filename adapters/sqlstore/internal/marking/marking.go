@@ -31,8 +31,9 @@ type Marks[K comparable] struct {
 	mu        sync.Mutex
 	bySKU     map[string][]K
 	scheduled bool
-	flushing  bool
-	closed    bool // after Close: no more flushes
+	// flushing is closed when the running flush is over; nil when none runs.
+	flushing chan struct{}
+	closed   bool // after Close: no more flushes
 }
 
 // New returns marks that markDone writes to the database.
@@ -81,13 +82,23 @@ func (m *Marks[K]) Close(ctx context.Context) error {
 
 // Flush marks every recorded delivery done in one write. The deliveries
 // stay recorded until the write succeeded, so that no turn check sees them
-// pending meanwhile; one flush runs at a time, and a Flush while another
-// runs returns at once.
+// pending meanwhile. One flush runs at a time: a Flush while another runs
+// waits for it (or for ctx), then writes what is left, so that its caller
+// (a claim about to read a delivery's state) finds every delivery recorded
+// before the call marked when it returns nil.
 func (m *Marks[K]) Flush(ctx context.Context) error {
-	m.mu.Lock()
-	if m.flushing {
+	for {
+		m.mu.Lock()
+		running := m.flushing
+		if running == nil {
+			break
+		}
 		m.mu.Unlock()
-		return nil
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	var batch []K
 	for _, keys := range m.bySKU {
@@ -97,16 +108,23 @@ func (m *Marks[K]) Flush(ctx context.Context) error {
 		m.mu.Unlock()
 		return nil
 	}
-	m.flushing = true
+	done := make(chan struct{})
+	m.flushing = done
 	m.mu.Unlock()
+	return m.write(ctx, batch, done)
+}
 
+// write marks batch done in the database and forgets it, or schedules a
+// retry; done is closed once it is over.
+func (m *Marks[K]) write(ctx context.Context, batch []K, done chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, markTimeout)
 	defer cancel()
 	err := m.markDone(ctx, batch)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.flushing = false
+	m.flushing = nil
+	close(done)
 	if err != nil {
 		m.log.Warn("could not mark deliveries done; retrying", "deliveries", len(batch), "error", err)
 		m.schedule(markRetryDelay)

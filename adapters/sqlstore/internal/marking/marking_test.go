@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"allocation/adapters/sqlstore/internal/parked"
 )
 
 // waitFor is how long a test waits for something that should happen within
@@ -18,6 +20,8 @@ const waitFor = markRetryDelay + 5*time.Second
 // tells started and waits for hold to close; it fails while fails > 0.
 type fakeDB struct {
 	mu        sync.Mutex
+	active    int  // writes running now
+	overlap   bool // two ran at once
 	calls     [][]int
 	deadlines []time.Time
 	fails     int
@@ -33,7 +37,14 @@ func (f *fakeDB) markDone(ctx context.Context, done []int) error {
 	hold, started := f.hold, f.started
 	fail := f.fails > 0
 	f.fails--
+	f.active++
+	f.overlap = f.overlap || f.active > 1
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active--
+		f.mu.Unlock()
+	}()
 	if hold != nil {
 		started <- struct{}{}
 		<-hold
@@ -42,6 +53,12 @@ func (f *fakeDB) markDone(ctx context.Context, done []int) error {
 		return errors.New("database down")
 	}
 	return nil
+}
+
+func (f *fakeDB) overlapped() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.overlap
 }
 
 func (f *fakeDB) marked() [][]int {
@@ -115,19 +132,29 @@ func TestDeliveriesStayRecordedUntilTheWriteSucceeded(t *testing.T) {
 	waitUntil(t, "the mark to be forgotten", func() bool { return len(m.Of("a")) == 0 })
 }
 
-func TestOneFlushAtATime(t *testing.T) {
+// A Flush while another runs waits for it and then writes what is left:
+// when it returns, nothing recorded before it is still unmarked (a claim
+// reads the database right after), and no two writes ever run at once.
+func TestAFlushWhileAnotherRunsWaitsForItThenMarksTheRest(t *testing.T) {
 	f := &fakeDB{}
 	started, release := f.holdWrites()
 	m := newMarks(f)
 	m.Add("a", 1)
 	waitStarted(t, started)
-	if err := m.Flush(context.Background()); err != nil {
-		t.Fatalf("a flush while another runs: %v", err)
-	}
+	m.Add("a", 2)
+	flushed := make(chan flushResult, 1)
+	go flushAndLook(m, flushed)
+	parked.Wait(t, "marking.flushAndLook", 1, waitFor) // it waits for the running write
 	release()
-	waitUntil(t, "the mark to be forgotten", func() bool { return len(m.Of("a")) == 0 })
-	if got := f.marked(); len(got) != 1 {
-		t.Fatalf("%d writes, want 1: a flush while another runs writes nothing", len(got))
+	r := <-flushed
+	if r.err != nil || len(r.left) != 0 {
+		t.Fatalf("a flush that came while another ran returned %v with %v unmarked, want nil with none", r.err, r.left)
+	}
+	if f.overlapped() {
+		t.Fatal("two writes ran at once")
+	}
+	if got := f.marked(); len(got) != 2 || !slices.Equal(got[0], []int{1}) || !slices.Equal(got[1], []int{2}) {
+		t.Fatalf("writes %v, want [1] then [2]", got)
 	}
 }
 
@@ -145,13 +172,24 @@ func TestDeliveriesRecordedDuringAFlushAreMarkedNext(t *testing.T) {
 	}
 }
 
+type flushResult struct {
+	err  error
+	left []int // a's deliveries still unmarked when Flush returned
+}
+
+// flushAndLook flushes and says what a's deliveries were right after.
+func flushAndLook(m *Marks[int], out chan<- flushResult) {
+	err := m.Flush(context.Background())
+	out <- flushResult{err, m.Of("a")}
+}
+
 // failedOnce waits until the first write failed and its flush ended.
 func failedOnce(t *testing.T, m *Marks[int], f *fakeDB) {
 	t.Helper()
 	waitUntil(t, "the failed write", func() bool {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return len(f.marked()) == 1 && !m.flushing
+		return len(f.marked()) == 1 && m.flushing == nil
 	})
 }
 
