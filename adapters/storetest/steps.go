@@ -59,6 +59,30 @@ func allocateQueued(s Store, line domain.OrderLine) ([]servicelayer.Delivery, er
 	})
 }
 
+// allocateInOneWrite allocates a line of one unit of sku to each order in
+// one unit of work, and returns the deliveries it queued: one publication
+// for each, in order, first in line.
+func allocateInOneWrite(t *testing.T, s Store, sku string, orders ...string) []servicelayer.Delivery {
+	t.Helper()
+	ctx := context.Background()
+	queued, err := s.Do(ctx, func(tx servicelayer.Tx) error {
+		p, err := tx.Products().Get(ctx, sku)
+		if err != nil {
+			return err
+		}
+		for _, id := range orders {
+			if _, err := p.Allocate(domain.OrderLine{OrderID: id, SKU: sku, Qty: 1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return queued
+}
+
 // deliver completes d as the dispatcher would (not in turn: claimed first),
 // with a handler that changes nothing.
 func deliver(s Store, d servicelayer.Delivery) error {

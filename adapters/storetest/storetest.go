@@ -64,6 +64,7 @@ func Run(t *testing.T, setup Setup) {
 		{"ADeliveryIsDoneOnce", aDeliveryIsDoneOnce},
 		{"AnEarlierDeliveryOfTheProductGoesFirst", anEarlierDeliveryOfTheProductGoesFirst},
 		{"TheDeliveriesOfOneWriteAreInTurnTogether", theDeliveriesOfOneWriteAreInTurnTogether},
+		{"ARunIsDoneByOneSendOrNotAtAll", aRunIsDoneByOneSendOrNotAtAll},
 		{"AFailedDeliveryFallsDueAgain", aFailedDeliveryFallsDueAgain},
 		{"AProductThatMovedOnIsReadAgain", aProductThatMovedOnIsReadAgain},
 		{"ABatchIsNeverAllocatedBeyondWhatItHolds", aBatchIsNeverAllocatedBeyondWhatItHolds},
@@ -220,23 +221,9 @@ func anEarlierDeliveryOfTheProductGoesFirst(t *testing.T, setup Setup) {
 // one product queued by one write all go out at once (in the order of their
 // events), whatever the database reads of the rows the write inserts itself.
 func theDeliveriesOfOneWriteAreInTurnTogether(t *testing.T, setup Setup) {
-	s, ctx := setup.New(t), context.Background()
+	s := setup.New(t)
 	AddStock(t, s, "STOOL", "s1", 10, time.Time{})
-	queued, err := s.Do(ctx, func(tx servicelayer.Tx) error {
-		p, err := tx.Products().Get(ctx, "STOOL")
-		if err != nil {
-			return err
-		}
-		for _, id := range []string{"o1", "o2"} {
-			if _, err := p.Allocate(domain.OrderLine{OrderID: id, SKU: "STOOL", Qty: 1}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	queued := allocateInOneWrite(t, s, "STOOL", "o1", "o2")
 	if len(queued) < 2 {
 		t.Fatalf("queued %d deliveries, want one per event and handler", len(queued))
 	}
@@ -247,6 +234,48 @@ func theDeliveriesOfOneWriteAreInTurnTogether(t *testing.T, setup Setup) {
 	}
 	if later := Allocate(t, s, domain.OrderLine{OrderID: "o3", SKU: "STOOL", Qty: 1}); later[0].FirstInLine {
 		t.Fatal("a later write's delivery is in turn while those of the first are pending")
+	}
+}
+
+// A run of deliveries one write queued first in line is made in process by
+// one send (the publications of a group of allocations): when the send
+// fails, none of them is done and the first falls due again; when it
+// succeeds, every one of them is done.
+func aRunIsDoneByOneSendOrNotAtAll(t *testing.T, setup Setup) {
+	s, ctx := setup.New(t), context.Background()
+	AddStock(t, s, "BOWL", "b1", 10, time.Time{})
+	run := allocateInOneWrite(t, s, "BOWL", "o1", "o2")
+	sends := 0
+	boom := errors.New("redis down")
+	w := s.Begin()
+	err := w.DeliverRun(ctx, run, func(context.Context) error { sends++; return boom })
+	w.End()
+	if !errors.Is(err, boom) || sends != 1 {
+		t.Fatalf("failing run: %v after %d sends, want boom after one", err, sends)
+	}
+	// A transient failure leaves the first due at once, not after the
+	// grace a new delivery gets.
+	if next, err := s.NextDue(ctx); err != nil || next.IsZero() || next.After(time.Now()) {
+		t.Fatalf("next due %v, %v after a failed run; want now", next, err)
+	}
+	for _, d := range run {
+		if err := deliver(s, d); err != nil {
+			t.Fatalf("%s after the failed run: %v, want it still to make", d.Envelope.Event.Name(), err)
+		}
+	}
+
+	AddStock(t, s, "PLATE", "p1", 10, time.Time{})
+	run = allocateInOneWrite(t, s, "PLATE", "o1", "o2")
+	w = s.Begin()
+	err = w.DeliverRun(ctx, run, func(context.Context) error { return nil })
+	w.End()
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, d := range run {
+		if err := deliver(s, d); !errors.Is(err, servicelayer.ErrNotDelivered) {
+			t.Fatalf("%s after the run: %v, want ErrNotDelivered (done)", d.Envelope.Event.Name(), err)
+		}
 	}
 }
 

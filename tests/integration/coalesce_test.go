@@ -75,9 +75,10 @@ func (f *flashSale) allocate(order, messageID string) {
 	}()
 }
 
-// release waits until n allocations wait in the product's group, lets the
-// turn go and waits for every answer.
-func (f *flashSale) release(n int) {
+// awaitWaiting waits, at most 10 s, until n allocations wait in the
+// product's group.
+func (f *flashSale) awaitWaiting(n int) {
+	f.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for f.db.store.WaitingInGroup(f.sku) < n {
 		if time.Now().After(deadline) {
@@ -85,6 +86,12 @@ func (f *flashSale) release(n int) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition, bounded above
 	}
+}
+
+// release waits until n allocations wait in the product's group, lets the
+// turn go and waits for every answer.
+func (f *flashSale) release(n int) {
+	f.awaitWaiting(n)
 	f.hold.End()
 	f.wg.Wait()
 }
@@ -260,13 +267,7 @@ func TestAnAllocationThatGivesUpLeavesItsGroup(t *testing.T) {
 			_, err := f.bus.Handle(ctx, domain.Allocate{OrderID: "impatient", SKU: f.sku, Qty: 1})
 			gaveUp <- err
 		}()
-		deadline := time.Now().Add(10 * time.Second)
-		for f.db.store.WaitingInGroup(f.sku) < 4 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d allocations wait in the group after 10 s, want 4", f.db.store.WaitingInGroup(f.sku))
-			}
-			time.Sleep(time.Millisecond) // polling a condition, bounded above
-		}
+		f.awaitWaiting(4)
 		cancel()
 		if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 			t.Errorf("the allocation that gave up: %v, want context.Canceled", err)
