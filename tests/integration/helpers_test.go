@@ -77,7 +77,7 @@ func freshPG(t testing.TB) testDB {
 // directory.
 func freshSQLite(t testing.TB) testDB {
 	t.Helper()
-	db := openSQLite(t, filepath.Join(t.TempDir(), "allocation.db"))
+	db := openSQLite(t, filepath.Join(testenv.SQLiteDir(t), "allocation.db"))
 	if err := sqlite.Migrate(context.Background(), db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

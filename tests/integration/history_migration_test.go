@@ -19,7 +19,7 @@ import (
 func oldDatabase(t *testing.T, engine string) (testDB, goose.Dialect, string) {
 	t.Helper()
 	if engine == "sqlite" {
-		return testDB{DB: openSQLite(t, filepath.Join(t.TempDir(), "old.db"))}, goose.DialectSQLite3, "../../adapters/sqlite/migrations"
+		return testDB{DB: openSQLite(t, filepath.Join(testenv.SQLiteDir(t), "old.db"))}, goose.DialectSQLite3, "../../adapters/sqlite/migrations"
 	}
 	url := testenv.FreshDatabase(t)
 	db, err := postgres.Open(context.Background(), url)

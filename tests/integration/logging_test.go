@@ -77,7 +77,7 @@ func TestRedisReconnectWarningsGiveTheWaitAsADuration(t *testing.T) {
 func TestGoRedisLogsComeOutAsJSONThroughTheServiceLog(t *testing.T) {
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	cfg := bootstrap.Config{DataDir: t.TempDir(), EmbeddedRedisAddr: "127.0.0.1:0", HTTPAddr: ":0", ConsumerConcurrency: 1}
+	cfg := bootstrap.Config{DataDir: testenv.SQLiteDir(t), EmbeddedRedisAddr: "127.0.0.1:0", HTTPAddr: ":0", ConsumerConcurrency: 1}
 	ctx := context.Background()
 	if err := bootstrap.Migrate(ctx, cfg); err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestAnAdminAddressInUseFailsRunAndClosesTheAPIListener(t *testing.T) {
 	}
 	t.Cleanup(func() { busy.Close() })
 	httpAddr := freeLoopbackAddr(t)
-	cfg := bootstrap.Config{DataDir: t.TempDir(), EmbeddedRedisAddr: "127.0.0.1:0", HTTPAddr: httpAddr,
+	cfg := bootstrap.Config{DataDir: testenv.SQLiteDir(t), EmbeddedRedisAddr: "127.0.0.1:0", HTTPAddr: httpAddr,
 		AdminAddr: busy.Addr().String(), ConsumerConcurrency: 1}
 	ctx := context.Background()
 	if err := bootstrap.Migrate(ctx, cfg); err != nil {

@@ -15,6 +15,7 @@ import (
 	"allocation/bootstrap"
 	"allocation/domain"
 	"allocation/servicelayer"
+	"allocation/tests/testenv"
 )
 
 // The embedded mode's promise: stop the service, start it again on the same
@@ -22,7 +23,7 @@ import (
 func TestSQLiteKeepsTheDataAcrossARestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "data", "allocation.db") // the directory is created
+	path := filepath.Join(testenv.SQLiteDir(t), "data", "allocation.db") // the directory is created
 	run := func(cmds ...domain.Command) *sqlstore.Store {
 		db, err := sqlite.Open(ctx, path)
 		if err != nil {
@@ -122,7 +123,7 @@ func TestSQLiteStoredTimesCompareAsTheTimesDo(t *testing.T) {
 // are conflicts (the unit of work runs again); anything else is an error.
 func TestSQLiteClassifiesWhatItRefuses(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "allocation.db")
+	path := filepath.Join(testenv.SQLiteDir(t), "allocation.db")
 	db := openSQLite(t, path)
 	ctx := context.Background()
 	if err := sqlite.Migrate(ctx, db); err != nil {

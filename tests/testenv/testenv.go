@@ -252,3 +252,20 @@ func Eventually(tb testing.TB, timeout time.Duration, check func() error) {
 		tb.Fatalf("gave up after %s: %v", timeout, err)
 	}
 }
+
+// SQLiteDir is a temporary directory for SQLite files, removed when the test
+// ends. Unlike t.TempDir it retries the removal for a while: database/sql
+// may still be opening a connection when the pool closes (it opens them on
+// a goroutine Close does not wait for), and that connection creates the
+// -wal and -shm files again for the moment it lives.
+func SQLiteDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "allocation-sqlite-")
+	if err != nil {
+		tb.Fatalf("temporary directory: %v", err)
+	}
+	tb.Cleanup(func() {
+		Eventually(tb, 10*time.Second, func() error { return os.RemoveAll(dir) })
+	})
+	return dir
+}
