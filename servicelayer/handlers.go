@@ -73,7 +73,7 @@ func allocate(ctx context.Context, tx Tx, line domain.OrderLine) (string, error)
 
 func (h handlers) changeBatchQuantity(ctx context.Context, uow commandUnit, cmd domain.ChangeBatchQuantity) (Result, []Delivery, error) {
 	queued, err := uow.Do(ctx, func(tx Tx) error {
-		product, err := tx.Products().GetByBatchRef(ctx, cmd.Ref)
+		product, err := tx.Products().GetForQuantityChange(ctx, cmd.Ref, cmd.Qty)
 		if err != nil {
 			return err
 		}

@@ -103,6 +103,11 @@ type Products interface {
 	// GetByBatchRef returns the product that holds batch ref, or nil, with
 	// at least every line of that batch loaded.
 	GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error)
+	// GetForQuantityChange returns the product that holds batch ref, or
+	// nil, loaded for changing that batch's quantity to qty: with every line
+	// of the batch the change could deallocate; a store may leave the lines
+	// out when the batch keeps them all at qty.
+	GetForQuantityChange(ctx context.Context, ref string, qty int) (*domain.Product, error)
 	// Add registers a new product to be saved with the unit of work.
 	Add(ctx context.Context, p *domain.Product) error
 	// Seen returns every product handed out or added so far, in that order.

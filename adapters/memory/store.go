@@ -452,6 +452,11 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 	return nil, nil
 }
 
+// GetForQuantityChange loads the whole product: memory costs nothing.
+func (r *repository) GetForQuantityChange(ctx context.Context, ref string, _ int) (*domain.Product, error) {
+	return r.GetByBatchRef(ctx, ref)
+}
+
 func (r *repository) Add(_ context.Context, p *domain.Product) error {
 	r.remember(p)
 	return nil

@@ -134,13 +134,13 @@ func (r *repository) state() *session { return (*session)(r).state() }
 
 // Get loads the product with every allocated line.
 func (r *repository) Get(ctx context.Context, sku string) (*domain.Product, error) {
-	p, _, err := r.get(ctx, sku, false, r.store.queries.loadEveryLine)
+	p, _, err := r.get(ctx, sku, loading{}, r.store.queries.loadEveryLine)
 	return p, err
 }
 
 // GetBatches loads the batches with their allocated totals and no line.
 func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Product, error) {
-	p, _, err := r.get(ctx, sku, false, r.store.queries.loadNoLines)
+	p, _, err := r.get(ctx, sku, loading{}, r.store.queries.loadNoLines)
 	return p, err
 }
 
@@ -150,7 +150,7 @@ func (r *repository) GetBatches(ctx context.Context, sku string) (*domain.Produc
 // line, and a line allocated already makes the write conflict. Allocations
 // waiting for the same product decide together (coalesce.go).
 func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*domain.Product, error) {
-	p, read, err := r.get(ctx, line.SKU, true, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
+	p, read, err := r.get(ctx, line.SKU, forAllocation, r.store.queries.loadLineAtHand, line.OrderID, line.SKU, line.Qty)
 	if p != nil && !read {
 		st := r.state()
 		st.linesNotLoaded = append(st.linesNotLoaded, line)
@@ -160,6 +160,27 @@ func (r *repository) GetForLine(ctx context.Context, line domain.OrderLine) (*do
 
 // GetByBatchRef loads the product holding ref with the lines of that batch.
 func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Product, error) {
+	return r.getByBatchRef(ctx, ref, loading{})
+}
+
+// GetForQuantityChange loads the product holding ref for changing that
+// batch's quantity to qty. When the cached copy says the batch keeps every
+// line at qty, the product is not read: no line is needed, and the write's
+// version check catches a stale copy. Otherwise it is read with the lines
+// of the batch, the ones the change may deallocate.
+func (r *repository) GetForQuantityChange(ctx context.Context, ref string, qty int) (*domain.Product, error) {
+	keepsItsLines := func(e cachedProduct) bool {
+		for _, b := range e.batches {
+			if b.ref == ref {
+				return b.allocated <= qty
+			}
+		}
+		return false
+	}
+	return r.getByBatchRef(ctx, ref, loading{fromCache: keepsItsLines})
+}
+
+func (r *repository) getByBatchRef(ctx context.Context, ref string, how loading) (*domain.Product, error) {
 	for _, p := range r.state().seen {
 		if p.Batch(ref) != nil {
 			return p, nil
@@ -169,20 +190,33 @@ func (r *repository) GetByBatchRef(ctx context.Context, ref string) (*domain.Pro
 	if err != nil || !found {
 		return nil, err
 	}
-	p, _, err := r.get(ctx, sku, false, r.store.queries.loadLinesOfBatch, ref)
+	p, _, err := r.get(ctx, sku, how, r.store.queries.loadLinesOfBatch, ref)
 	return p, err
 }
 
+// loading says what get may do besides reading the product.
+type loading struct {
+	// joinGroup: an allocation, which may decide together with the others
+	// waiting for the product's turn (coalesce.go).
+	joinGroup bool
+	// fromCache says whether the cached copy will do; nil: never.
+	fromCache func(cachedProduct) bool
+}
+
+// forAllocation is how an allocation loads: in a group when the product is
+// busy, from the cache whenever it holds the product.
+var forAllocation = loading{joinGroup: true, fromCache: func(cachedProduct) bool { return true }}
+
 // get takes the product's turn (an allocation may join a group for it),
-// then takes the product from the cache when forLine allows, or reads it
-// with the lines query selects (its arguments first); read says it was
-// read from the database now. A product already handed out in the session
-// is returned as it is.
-func (r *repository) get(ctx context.Context, sku string, forLine bool, query string, lineArgs ...any) (p *domain.Product, read bool, err error) {
+// then takes the product from the cache when how allows, or reads it with
+// the lines query selects (its arguments first); read says it was read
+// from the database now. A product already handed out in the session is
+// returned as it is.
+func (r *repository) get(ctx context.Context, sku string, how loading, query string, lineArgs ...any) (p *domain.Product, read bool, err error) {
 	if p := r.state().find(sku); p != nil {
 		return p, false, nil
 	}
-	joined, err := r.work.lockProduct(ctx, sku, forLine)
+	joined, err := r.work.lockProduct(ctx, sku, how.joinGroup)
 	if err != nil {
 		return nil, false, err
 	}
@@ -194,7 +228,7 @@ func (r *repository) get(ctx context.Context, sku string, forLine bool, query st
 		return p, false, nil // an earlier member of the group had it
 	}
 	var snap productSnapshot
-	if entry, ok := r.store.cache.get(sku); ok && forLine {
+	if entry, ok := r.store.cache.get(sku); ok && how.fromCache != nil && how.fromCache(entry) {
 		p, snap = entry.restore(sku)
 		st.cached[sku] = true
 	} else {

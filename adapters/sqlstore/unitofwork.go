@@ -61,9 +61,9 @@ func (w *Work) leaveGroup() {
 // lockProduct takes the product's turn for the rest of the piece of work.
 // Only the first turn of a piece of work is waited for; while holding one,
 // another is only taken when free, so two pieces of work can never wait for
-// each other. An allocation (forLine) that finds its product busy joins the
+// each other. An allocation (joinGroup) that finds its product busy joins the
 // group waiting for it instead, and reports so.
-func (w *Work) lockProduct(ctx context.Context, sku string, forLine bool) (joined bool, err error) {
+func (w *Work) lockProduct(ctx context.Context, sku string, joinGroup bool) (joined bool, err error) {
 	if w.held[sku] {
 		return false, nil
 	}
@@ -74,7 +74,7 @@ func (w *Work) lockProduct(ctx context.Context, sku string, forLine bool) (joine
 		// Busy: the version check keeps us apart. A ctx that ended
 		// meanwhile still ends the work.
 		return false, ctx.Err()
-	case forLine && w.deciding && !w.alone:
+	case joinGroup && w.deciding && !w.alone:
 		return true, w.joinGroup(ctx, sku)
 	default:
 		if release, err = w.store.turns.Take(ctx, sku); err != nil {

@@ -48,7 +48,8 @@ type config struct {
 	soak         time.Duration
 	embeddedOnly bool
 	// flashOnly runs only the flash-sale reference (flashSalePhases).
-	flashOnly bool
+	flashOnly   bool
+	inboundOnly bool
 	// embeddedAdmin, when set, is the embedded service's ADMIN_ADDR, so
 	// that its profiles can be taken during the soak.
 	embeddedAdmin string
@@ -77,6 +78,7 @@ func main() {
 	flag.BoolVar(&cfg.historyOnly, "history-only", false, "run only the history phases (GET /events on a million events; allocate while pruning)")
 	flag.DurationVar(&cfg.soak, "embedded-soak", 0, "how long to drive the embedded mode, comparing its first minute with its last (default 2m, 20s with -quick; 10m for the real soak)")
 	flag.BoolVar(&cfg.flashOnly, "flashsale-only", false, "run only the flash-sale reference: the service against pgbench -M prepared (one statement; the 4-statement transaction on the hot SKU), with CPU per allocation")
+	flag.BoolVar(&cfg.inboundOnly, "inbound-only", false, "run only the inbound phase: change_batch_quantity entries appended to the stream, timed until the consumer group acknowledged them all")
 	flag.BoolVar(&cfg.embeddedOnly, "embedded-only", false, "measure only the embedded soak and PostgreSQL under the same load")
 	flag.StringVar(&cfg.embeddedAdmin, "embedded-admin", "", "ADMIN_ADDR of the embedded service (host:port), to profile it during the soak through /debug/pprof/")
 	flag.Parse()
@@ -164,7 +166,7 @@ func sizesOf(quick bool) sizes {
 	if quick {
 		return sizes{roundTrips: 50, inbound: 2_000, histories: []int{0, 1_000, 10_000}, samples: 50}
 	}
-	return sizes{roundTrips: 200, inbound: 10_000, histories: []int{0, 10_000, 100_000}, samples: 200}
+	return sizes{roundTrips: 200, inbound: 20_000, histories: []int{0, 10_000, 100_000}, samples: 200}
 }
 
 // connectRedis returns a client of -redis once it answers, so that a
@@ -217,6 +219,14 @@ func prepareSKUs(ctx context.Context, b *bench, dbURL string) (spread []string, 
 // reference of the soak first, since -embedded-only needs only it.
 func measure(ctx context.Context, cfg config, b *bench, svc *service, raw *rawSQL, spread []string, hot string, out io.Writer) error {
 	var t table
+	if cfg.inboundOnly {
+		if err := inboundPhase(ctx, b, sizesOf(cfg.quick).inbound, cfg.duration, &t); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "allocation benchmark, inbound only, %s, %d CPUs\n\n", time.Now().Format("2006-01-02 15:04"), runtime.NumCPU())
+		t.print(out)
+		return nil
+	}
 	pgRef := postgresReference(ctx, b, spread, cfg.duration, &t)
 	if cfg.embeddedOnly {
 		if err := embeddedSoak(ctx, cfg.bin, cfg.soak, cfg.embeddedAdmin, pgRef, &t); err != nil {

@@ -59,6 +59,42 @@ func TestRepositoryGetsProductsByBatchRef(t *testing.T) {
 	})
 }
 
+// A quantity change that keeps every line may be decided on the cached copy
+// of the product, without reading it. When another process allocated
+// meanwhile, the write finds the version moved, and the change is decided
+// again on what is stored: the lines that no longer fit are deallocated,
+// never left over the new quantity.
+func TestAQuantityChangeOnAStaleCachedProductIsDecidedAgainOnWhatIsStored(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		bus, db := busOn(t, open)
+		handleAll(t, bus, domain.CreateBatch{Ref: "b1", SKU: "STALE", Qty: 10},
+			domain.Allocate{OrderID: "o1", SKU: "STALE", Qty: 2}) // cached with 2 allocated
+		// Another process allocates 6 more.
+		db.MustExec(`INSERT INTO allocations (batch_id, orderid, sku, qty) SELECT id, 'other', 'STALE', 6 FROM batches WHERE reference = 'b1'`)
+		db.MustExec(`UPDATE batches SET allocated_quantity = allocated_quantity + 6 WHERE reference = 'b1'`)
+		db.MustExec(`UPDATE products SET version_number = version_number + 1 WHERE sku = 'STALE'`)
+
+		handleAll(t, bus, domain.ChangeBatchQuantity{Ref: "b1", Qty: 5}) // the cache says 2 allocated: it fits
+		var purchased, allocated, lines, deallocated int
+		if err := db.Get(&purchased, `SELECT purchased_quantity FROM batches WHERE reference = 'b1'`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Get(&allocated, `SELECT allocated_quantity FROM batches WHERE reference = 'b1'`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Get(&lines, `SELECT coalesce(sum(qty), 0) FROM allocations WHERE sku = 'STALE'`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Get(&deallocated, `SELECT count(*) FROM event_log WHERE name = 'deallocated'`); err != nil {
+			t.Fatal(err)
+		}
+		if purchased != 5 || allocated != lines || allocated > 5 || deallocated == 0 {
+			t.Fatalf("purchased %d, allocated %d, lines %d, %d deallocated; want 5, the lines' total within 5, some deallocated",
+				purchased, allocated, lines, deallocated)
+		}
+	})
+}
+
 func TestRepositoryRoundTripsBatchesETAsAndLines(t *testing.T) {
 	onEveryEngine(t, func(t *testing.T, open opener) {
 		bus, db := busOn(t, open)
