@@ -3,7 +3,9 @@ package domain
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Batch is stock of one SKU that arrives at ETA; a zero ETA means it is already
@@ -146,4 +148,39 @@ func (l OrderLine) validate() error {
 		return err
 	}
 	return validateQuantity("qty", l.Qty, 1)
+}
+
+// The rules every reference and quantity obeys, and their limits. They sit
+// with batches and order lines because most values enter the model through
+// the constructors above; products and the entry points use them too.
+
+// Limits of what the model accepts; the schema stores no more than this.
+const (
+	MaxReferenceLength = 255
+	MaxQuantity        = 1_000_000_000
+	// An ETA outside these years is a typo, not a shipment.
+	MinETAYear = 1900
+	MaxETAYear = 9999
+)
+
+// CheckReference applies the rules every reference, SKU and id obeys: 1 to
+// MaxReferenceLength bytes of UTF-8 text without NUL characters (which
+// storage cannot keep).
+func CheckReference(field, value string) error {
+	switch {
+	case value == "" || len(value) > MaxReferenceLength:
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be 1 to %d bytes", MaxReferenceLength)}
+	case !utf8.ValidString(value) || strings.ContainsRune(value, 0):
+		return &ValidationError{Field: field, Reason: "must be UTF-8 text without NUL characters"}
+	}
+	return nil
+}
+
+func validateReference(field, value string) error { return CheckReference(field, value) }
+
+func validateQuantity(field string, qty, min int) error {
+	if qty < min || qty > MaxQuantity {
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be between %d and %d", min, MaxQuantity)}
+	}
+	return nil
 }

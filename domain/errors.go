@@ -6,17 +6,6 @@ package domain
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"unicode/utf8"
-)
-
-// Limits of what the model accepts; the schema stores no more than this.
-const (
-	MaxReferenceLength = 255
-	MaxQuantity        = 1_000_000_000
-	// An ETA outside these years is a typo, not a shipment.
-	MinETAYear = 1900
-	MaxETAYear = 9999
 )
 
 var (
@@ -52,25 +41,3 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string { return fmt.Sprintf("%s %s", e.Field, e.Reason) }
 func (e *ValidationError) Unwrap() error { return ErrInvalid }
-
-// CheckReference applies the rules every reference, SKU and id obeys: 1 to
-// MaxReferenceLength bytes of UTF-8 text without NUL characters (which
-// storage cannot keep).
-func CheckReference(field, value string) error {
-	switch {
-	case value == "" || len(value) > MaxReferenceLength:
-		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be 1 to %d bytes", MaxReferenceLength)}
-	case !utf8.ValidString(value) || strings.ContainsRune(value, 0):
-		return &ValidationError{Field: field, Reason: "must be UTF-8 text without NUL characters"}
-	}
-	return nil
-}
-
-func validateReference(field, value string) error { return CheckReference(field, value) }
-
-func validateQuantity(field string, qty, min int) error {
-	if qty < min || qty > MaxQuantity {
-		return &ValidationError{Field: field, Reason: fmt.Sprintf("must be between %d and %d", min, MaxQuantity)}
-	}
-	return nil
-}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"time"
 
 	"allocation/domain"
 	"allocation/servicelayer"
@@ -41,7 +42,7 @@ func (s *Store) begin(w *Work) *session {
 func (s *session) remember() {
 	for _, p := range s.seen {
 		snap := s.snapshots[p.SKU()]
-		s.store.cache.put(p, snap)
+		s.store.cacheProduct(p, snap)
 		for _, b := range p.Batches() {
 			if _, stored := snap.batches[b.Ref()]; !stored {
 				s.store.owners.Put(b.Ref(), p.SKU())
@@ -54,7 +55,7 @@ func (s *session) remember() {
 // that failed: the next attempt reads them.
 func (s *session) forget() {
 	for _, p := range s.seen {
-		s.store.cache.forget(p.SKU())
+		s.store.products.Forget(p.SKU())
 	}
 }
 
@@ -125,6 +126,48 @@ type batchSnapshot struct {
 	purchased int
 	allocated int
 	lines     []domain.OrderLine // the loaded ones
+}
+
+// cachedProduct is a product's snapshot as Store.products keeps it: the
+// snapshot plus what restoring the product needs (each batch's reference and
+// ETA), and no lines.
+type cachedProduct struct {
+	version int
+	batches []cachedBatch
+}
+
+type cachedBatch struct {
+	id                   int64
+	ref                  string
+	purchased, allocated int
+	eta                  time.Time
+}
+
+// cacheProduct remembers p, whose stored batches have the ids in snap. A
+// batch not stored yet has no id until the database gives it one, so a
+// product with one is forgotten instead: the next allocation reads it.
+func (s *Store) cacheProduct(p *domain.Product, snap productSnapshot) {
+	entry := cachedProduct{version: p.Version()}
+	for _, b := range p.Batches() {
+		old, stored := snap.batches[b.Ref()]
+		if !stored {
+			s.products.Forget(p.SKU())
+			return
+		}
+		entry.batches = append(entry.batches, cachedBatch{id: old.id, ref: b.Ref(), purchased: b.PurchasedQty(), allocated: b.AllocatedQty(), eta: b.ETA()})
+	}
+	s.products.Put(p.SKU(), entry)
+}
+
+// restore builds the product and its snapshot from the entry.
+func (e cachedProduct) restore(sku string) (*domain.Product, productSnapshot) {
+	snap := productSnapshot{version: e.version, batches: make(map[string]batchSnapshot, len(e.batches))}
+	batches := make([]*domain.Batch, len(e.batches))
+	for i, b := range e.batches {
+		snap.batches[b.ref] = batchSnapshot{id: b.id, purchased: b.purchased, allocated: b.allocated}
+		batches[i] = domain.RestoreBatch(b.ref, sku, b.purchased, b.allocated, b.eta, nil)
+	}
+	return domain.RestoreProduct(sku, e.version, slices.Clip(batches)), snap
 }
 
 // repository is the Products port of one session.
@@ -228,14 +271,14 @@ func (r *repository) get(ctx context.Context, sku string, how loading, query str
 		return p, false, nil // an earlier member of the group had it
 	}
 	var snap productSnapshot
-	if entry, ok := r.store.cache.get(sku); ok && how.fromCache != nil && how.fromCache(entry) {
+	if entry, ok := r.store.products.Get(sku); ok && how.fromCache != nil && how.fromCache(entry) {
 		p, snap = entry.restore(sku)
 		st.cached[sku] = true
 	} else {
 		if p, snap, err = r.store.load(ctx, sku, query, append(lineArgs, sku)); err != nil || p == nil {
 			return nil, false, err
 		}
-		r.store.cache.put(p, snap)
+		r.store.cacheProduct(p, snap)
 		read = true
 	}
 	st.seen = append(st.seen, p)

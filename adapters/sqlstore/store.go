@@ -76,6 +76,16 @@ type Dialect interface {
 	Close() error
 }
 
+// The caches a store keeps are hints, bounded so that they never grow with
+// the number of products.
+const (
+	// maxCachedProducts bounds Store.products.
+	maxCachedProducts = 10_000
+	// MaxCachedOwners bounds Store.owners: a batch never changes product,
+	// so what was found once is remembered, up to this many.
+	MaxCachedOwners = 10_000
+)
+
 // Store implements the storage ports of the service layer: the unit of
 // work, the event log the dispatcher reads, and the views queries read.
 type Store struct {
@@ -92,10 +102,16 @@ type Store struct {
 	turns      *turns.Turns
 	groups     *productGroups                 // of allocations waiting for a product's turn
 	owners     *cache.Bounded[string, string] // batch ref -> sku
-	cache      productCache
-	marks      *marking.Marks[DeliveryKey]
-	writes     *groupcommit.Committer[*Changes, []Queued]
-	queries    queries
+	// products keeps each product as this process last read or wrote it:
+	// its version and its batches with their allocated totals, no lines. An
+	// allocation starts from it instead of reading the database; the write
+	// checks the version as always, so a stale entry costs a conflict and a
+	// fresh read, never a wrong answer. A line that turns out to be
+	// allocated already is refused by the allocations key the same way.
+	products *cache.Bounded[string, cachedProduct]
+	marks    *marking.Marks[DeliveryKey]
+	writes   *groupcommit.Committer[*Changes, []Queued]
+	queries  queries
 	// deadLetters gathers concurrent dead letters into one write.
 	deadLetters deadLetterQueue
 	dlQueries   deadLetterQueries
@@ -146,7 +162,7 @@ func New(db *sqlx.DB, dialect Dialect, opts Options) *Store {
 		claimLease: opts.ClaimLease,
 		turns:      turns.New(),
 		owners:     cache.New[string, string](MaxCachedOwners),
-		cache:      productCache{entries: cache.New[string, cachedProduct](maxCachedProducts)},
+		products:   cache.New[string, cachedProduct](maxCachedProducts),
 		queries:    rebindQueries(dialect.BindType(), dialect.HeadsQuery()),
 		dlQueries:  rebindDeadLetterQueries(dialect.BindType()),
 		stmts:      NewStatements(db, dialect.Classify),
