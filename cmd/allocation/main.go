@@ -87,7 +87,7 @@ file and runs a Redis-protocol server of its own (embedded mode).
   STREAM_MAX_DELIVERIES  deliveries of an inbound entry before it is dead-lettered (default 5)
   CONSUMER_NAME  this replica's name in the stream consumer group (default host-pid)
   CONSUMER_CONCURRENCY   inbound messages handled at once, each about another product;
-                         one product's messages keep their order (default 16, 1 to 256)
+                         one product's messages keep their order (default 128, 1 to 256)
   EVENT_RETENTION  how long events are kept once delivered (default 720h; 0 keeps them forever)
   INBOX_RETENTION  how long inbound message ids are remembered (default 168h; 0 keeps them;
                    at least STREAM_MAX_DELIVERIES × 2 × STREAM_CLAIM_IDLE)
