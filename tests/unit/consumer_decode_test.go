@@ -103,10 +103,24 @@ func TestDuplicatedFieldsAreRefusedNotOverwritten(t *testing.T) {
 	for _, payload := range []string{
 		`{"batchref": "b1", "qty": 5, "qty": 500}`,
 		`{"batchref": "b1", "qty": 5, "QTY": 500}`,
+		`{"batchref": "b1", "qty": 5, "\u0071ty": 500}`,                              // the same key, escaped
+		`{"batchref": "b1", "x": {"qty": 1}, "y": [{"a": "}"}], "qty": 5, "qty": 6}`, // after nesting
+		`{"batchref": "b\"1,\"qty\":", "qty": 5, "qty": 6}`,                          // quotes and commas inside a value
 	} {
 		_, err := consumer.Decode("change_batch_quantity", []byte(payload))
 		if err == nil || !strings.Contains(err.Error(), "more than once") {
 			t.Errorf("Decode(%s): got %v, want a duplicate field error", payload, err)
+		}
+	}
+	// Keys repeated inside nested values, or looking like keys inside a
+	// string, are not duplicates of the outer object's.
+	for _, payload := range []string{
+		`{"batchref": "b1", "qty": 5, "meta": {"qty": 1, "batchref": "x"}}`,
+		`{"batchref": "b1,\"qty\": 7", "qty": 5}`,
+		`{"batchref": "b1", "list": [{"qty": 1}, {"qty": 2}], "qty": 5}`,
+	} {
+		if _, err := consumer.Decode("change_batch_quantity", []byte(payload)); err != nil {
+			t.Errorf("Decode(%s): %v, want it accepted", payload, err)
 		}
 	}
 }
