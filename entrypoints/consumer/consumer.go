@@ -367,16 +367,20 @@ func (c *Consumer) process(ctx context.Context, m *inbound) (err error) {
 // one, m starts a trace.
 func (c *Consumer) startSpan(ctx context.Context, m *inbound) (context.Context, trace.Span) {
 	ctx = servicelayer.WithTraceContext(ctx, m.msg.TraceParent, m.msg.TraceState)
-	attrs := []attribute.KeyValue{
+	ctx, span := c.tracer.Start(ctx, "process "+m.channel, trace.WithSpanKind(trace.SpanKindConsumer))
+	if !span.IsRecording() {
+		return ctx, span // tracing off: the attributes would only be allocated
+	}
+	span.SetAttributes(
 		attribute.String("messaging.system", "redis"),
 		attribute.String("messaging.operation.type", "process"),
 		attribute.String("messaging.destination.name", m.channel),
 		attribute.String("messaging.message.id", m.msg.ID),
-	}
+	)
 	if m.streamID != "" {
-		attrs = append(attrs, attribute.String("allocation.stream_id", m.streamID))
+		span.SetAttributes(attribute.String("allocation.stream_id", m.streamID))
 	}
-	return c.tracer.Start(ctx, "process "+m.channel, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // setAside logs a message that cannot be applied and records it as a dead
