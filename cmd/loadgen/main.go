@@ -220,7 +220,7 @@ func prepareSKUs(ctx context.Context, b *bench, dbURL string) (spread []string, 
 func measure(ctx context.Context, cfg config, b *bench, svc *service, raw *rawSQL, spread []string, hot string, out io.Writer) error {
 	var t table
 	if cfg.inboundOnly {
-		if err := inboundPhase(ctx, b, sizesOf(cfg.quick).inbound, cfg.duration, &t); err != nil {
+		if err := inboundPhase(ctx, b, svc, sizesOf(cfg.quick).inbound, cfg.duration, &t); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "allocation benchmark, inbound only, %s, %d CPUs\n\n", time.Now().Format("2006-01-02 15:04"), runtime.NumCPU())
@@ -256,7 +256,7 @@ func measure(ctx context.Context, cfg config, b *bench, svc *service, raw *rawSQ
 	if err := roundTripPhase(ctx, b, sz.roundTrips, &t); err != nil {
 		return err
 	}
-	if err := inboundPhase(ctx, b, sz.inbound, cfg.duration, &t); err != nil {
+	if err := inboundPhase(ctx, b, svc, sz.inbound, cfg.duration, &t); err != nil {
 		return err
 	}
 	if err := historyLengthPhases(ctx, b, sz, &t); err != nil {
@@ -325,15 +325,33 @@ func roundTripPhase(ctx context.Context, b *bench, n int, t *table) error {
 	return nil
 }
 
-// inboundPhase measures the inbound stream's throughput on n entries.
-func inboundPhase(ctx context.Context, b *bench, n int, d time.Duration, t *table) error {
+// inboundPhase measures the inbound stream's throughput on n entries, and
+// the CPU time the service (svc, nil with -target) and PostgreSQL spent per
+// message.
+func inboundPhase(ctx context.Context, b *bench, svc *service, n int, d time.Duration, t *table) error {
 	progress("inbound: %d change_batch_quantity entries on the stream", n)
-	in, err := b.inbound(ctx, n, 4*d+10*time.Second)
+	var err error
+	run := func() summary {
+		var in summary
+		in, err = b.inbound(ctx, n, 4*d+10*time.Second)
+		return in
+	}
+	var in summary
+	var svcCPU, pgCPU time.Duration
+	if svc != nil {
+		in, svcCPU, pgCPU = cpuPerOp(svc.pid(), run)
+	} else {
+		in = run()
+	}
 	if err != nil {
 		return fmt.Errorf("inbound: %w", err)
 	}
 	t.add(row{name: fmt.Sprintf("inbound stream, %s messages", thousands(n)), result: fmt.Sprintf("%.0f msg/s", in.rate()),
 		fail: fmt.Sprint(in.failures), target: "≥ 6,000 msg/s", met: mark(in.failures == 0 && in.rate() >= 6000)}, in.firstErr, "")
+	if svc != nil {
+		t.add(row{name: "inbound: CPU per message, the service / PostgreSQL",
+			result: fmt.Sprintf("%d µs / %d µs", svcCPU.Microseconds(), pgCPU.Microseconds())}, "", "")
+	}
 	return nil
 }
 
