@@ -159,6 +159,9 @@ func accessLog(log *slog.Logger, observe func(method, route string, status int, 
 			if status >= http.StatusInternalServerError {
 				level = slog.LevelError
 			}
+			if !log.Enabled(c.Request().Context(), level) {
+				return nil // the line's arguments would be built for nothing
+			}
 			log.Log(c.Request().Context(), level, "http request",
 				"method", c.Request().Method,
 				"path", c.Request().URL.Path,
