@@ -120,20 +120,6 @@ SELECT aggregate, handler, event_id FROM heads`
 // HeadsQuery implements sqlstore.Dialect.
 func (d *Dialect) HeadsQuery() string { return headsQuery }
 
-// MarkDone implements sqlstore.Dialect: the plan's steps composed into one
-// statement, as a write's, on the pool that does not wait for the disk.
-func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	query, args := buildWrite(sqlstore.PlanMarkDone(done, now))
-	st, err := d.relaxedS.Get(ctx, query)
-	if err != nil {
-		return err
-	}
-	if _, err := st.ExecContext(ctx, args...); err != nil {
-		return d.Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
-	}
-	return nil
-}
-
 // Classify implements sqlstore.Dialect.
 func (d *Dialect) Classify(err error) error {
 	var pqErr *pq.Error

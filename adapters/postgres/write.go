@@ -48,6 +48,20 @@ func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 	return queued, nil
 }
 
+// MarkDone implements sqlstore.Dialect: the plan's steps composed into one
+// statement, as a write's, on the pool that does not wait for the disk.
+func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
+	query, args := buildWrite(sqlstore.PlanMarkDone(done, now))
+	st, err := d.relaxedS.Get(ctx, query)
+	if err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(ctx, args...); err != nil {
+		return d.Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
+	}
+	return nil
+}
+
 // statement builds one SQL statement: its parts (WITH queries) and the
 // arguments they take, numbered in the order they are added.
 type statement struct {
