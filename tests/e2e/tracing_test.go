@@ -33,6 +33,7 @@ type otlpSink struct {
 
 type sunkSpan struct {
 	name, traceID, spanID, parentID string
+	attrs                           map[string]string // the string-valued ones
 }
 
 func newOTLPSink(t *testing.T) *otlpSink {
@@ -66,7 +67,11 @@ func newOTLPSink(t *testing.T) *otlpSink {
 			}
 			for _, ss := range rs.ScopeSpans {
 				for _, sp := range ss.Spans {
-					s.spans = append(s.spans, sunkSpan{sp.Name, hex.EncodeToString(sp.TraceId), hex.EncodeToString(sp.SpanId), hex.EncodeToString(sp.ParentSpanId)})
+					attrs := map[string]string{}
+					for _, kv := range sp.Attributes {
+						attrs[kv.Key] = kv.Value.GetStringValue()
+					}
+					s.spans = append(s.spans, sunkSpan{sp.Name, hex.EncodeToString(sp.TraceId), hex.EncodeToString(sp.SpanId), hex.EncodeToString(sp.ParentSpanId), attrs})
 				}
 			}
 		}
@@ -184,8 +189,16 @@ func TestAnInboundMessagesTraceReachesTheLineAllocatedItCausesAndIsExported(t *t
 		found := map[string]bool{}
 		for _, sp := range spans {
 			found[sp.name] = true
-			if sp.name == "process change_batch_quantity" && sp.parentID != parentID {
+			if sp.name != "process change_batch_quantity" {
+				continue
+			}
+			if sp.parentID != parentID {
 				return fmt.Errorf("the message's span has parent %s, not the sender's %s", sp.parentID, parentID)
+			}
+			// A recorded span carries the messaging attributes; they are only
+			// left out of spans nobody records.
+			if sp.attrs["messaging.system"] != "redis" || sp.attrs["messaging.destination.name"] != "change_batch_quantity" || sp.attrs["messaging.message.id"] == "" {
+				return fmt.Errorf("the message's span has attributes %v, want the messaging ones", sp.attrs)
 			}
 		}
 		for _, want := range []string{"process change_batch_quantity", "bus change_batch_quantity", "unit_of_work",

@@ -59,6 +59,34 @@ func TestRepositoryGetsProductsByBatchRef(t *testing.T) {
 	})
 }
 
+// GetForQuantityChange reads no line when the change keeps them all (the
+// cached product will do) and the batch's lines when it may deallocate
+// some, so that a quantity change costs a read only when it needs one.
+func TestGetForQuantityChangeReadsTheLinesOnlyWhenTheChangeMayDeallocate(t *testing.T) {
+	onEveryEngine(t, func(t *testing.T, open opener) {
+		bus, db := busOn(t, open)
+		handleAll(t, bus, domain.CreateBatch{Ref: "b1", SKU: "QTY", Qty: 10},
+			domain.Allocate{OrderID: "o1", SKU: "QTY", Qty: 4}) // cached with 4 allocated
+		ctx := context.Background()
+		for qty, wantLines := range map[int]int{4: 0, 9: 0, 3: 1} {
+			_, err := db.store.Do(ctx, func(tx servicelayer.Tx) error {
+				p, err := tx.Products().GetForQuantityChange(ctx, "b1", qty)
+				if err != nil {
+					return err
+				}
+				b := p.Batch("b1")
+				if got := len(b.Lines()); got != wantLines || b.AllocatedQty() != 4 {
+					t.Errorf("for qty %d: %d lines loaded, %d allocated; want %d lines, 4 allocated", qty, got, b.AllocatedQty(), wantLines)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
 // A quantity change that keeps every line may be decided on the cached copy
 // of the product, without reading it. When another process allocated
 // meanwhile, the write finds the version moved, and the change is decided
