@@ -38,7 +38,7 @@ func NewStore(db *sqlx.DB, rawURL string, opts sqlstore.Options) (*sqlstore.Stor
 	if log == nil {
 		log = slog.Default()
 	}
-	relaxed, err := pool("postgres", rawURL, relaxedConns, map[string]string{"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"})
+	relaxed, err := OpenBookkeeping(rawURL)
 	if err != nil {
 		return nil, err
 	}

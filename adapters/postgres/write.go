@@ -51,7 +51,7 @@ func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 // MarkDone implements sqlstore.Dialect: the plan's steps composed into one
 // statement, as a write's, on the pool that does not wait for the disk.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	query, args := buildWrite(sqlstore.PlanMarkDone(done, now))
+	query, args := MarkDoneStatement(done, now)
 	st, err := d.relaxedS.Get(ctx, query)
 	if err != nil {
 		return err
@@ -60,6 +60,11 @@ func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now
 		return d.Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
 	}
 	return nil
+}
+
+// MarkDoneStatement is the statement MarkDone runs, and its arguments.
+func MarkDoneStatement(done []sqlstore.DeliveryKey, now time.Time) (query string, args []any) {
+	return buildWrite(sqlstore.PlanMarkDone(done, now))
 }
 
 // statement builds one SQL statement: its parts (WITH queries) and the
