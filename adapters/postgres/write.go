@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,21 +30,27 @@ func (d *Dialect) Write(ctx context.Context, c *sqlstore.Changes) ([]sqlstore.Qu
 	if err != nil {
 		return nil, err
 	}
-	var rows []struct {
-		MessageID   sql.NullString `db:"message_id"`
-		EventID     sql.NullInt64  `db:"event_id"`
-		Handler     sql.NullString `db:"handler"`
-		FirstInLine sql.NullBool   `db:"in_turn"`
-		Notified    sql.NullBool   `db:"notified"`
-	}
-	if err := st.SelectContext(ctx, &rows, args...); err != nil {
+	// Scanned by hand: sqlx's mapping by reflection cost 3 % of the
+	// service's CPU under load, for five columns.
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
 		return nil, d.Classify(fmt.Errorf("write unit of work: %w", err))
 	}
+	defer rows.Close()
 	var queued []sqlstore.Queued
-	for _, r := range rows {
-		if r.EventID.Valid {
-			queued = append(queued, sqlstore.Queued{MessageID: r.MessageID.String, LogID: r.EventID.Int64, Handler: r.Handler.String, FirstInLine: r.FirstInLine.Bool})
+	for rows.Next() {
+		var messageID, handler sql.NullString
+		var eventID sql.NullInt64
+		var firstInLine, notified sql.NullBool
+		if err := rows.Scan(&messageID, &eventID, &handler, &firstInLine, &notified); err != nil {
+			return nil, d.Classify(fmt.Errorf("write unit of work: %w", err))
 		}
+		if eventID.Valid {
+			queued = append(queued, sqlstore.Queued{MessageID: messageID.String, LogID: eventID.Int64, Handler: handler.String, FirstInLine: firstInLine.Bool})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, d.Classify(fmt.Errorf("write unit of work: %w", err))
 	}
 	return queued, nil
 }
@@ -90,7 +97,7 @@ func (s *statement) time() string {
 // arg adds an argument and returns its placeholder, cast to typ.
 func (s *statement) arg(v any, typ string) string {
 	s.args = append(s.args, v)
-	return fmt.Sprintf("$%d::%s", len(s.args), typ)
+	return "$" + strconv.Itoa(len(s.args)) + "::" + typ
 }
 
 func (s *statement) part(name, body string) {

@@ -10,7 +10,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"iter"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // FieldError says which field of a body is wrong, and how.
@@ -23,12 +28,15 @@ func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 
 // Decode reads exactly one JSON object from data into v. A field given twice
 // is refused rather than silently taking the last value, and so is null in
-// place of the object, and so is a field v does not have.
+// place of the object, and so is a field v does not have. Names must be v's
+// exactly, and the body valid UTF-8: encoding/json would match "SKU" to
+// "sku" and read bad bytes as U+FFFD without a word.
 func Decode(data []byte, v any) error { return decode(data, v, true) }
 
 // DecodeTolerant is Decode ignoring the fields v does not have, for messages
 // from other services: a sender may add fields without breaking this reader
-// (a tolerant reader). Everything else is refused as by Decode.
+// (a tolerant reader). Everything else is refused as by Decode, except that
+// names are matched as encoding/json matches them.
 func DecodeTolerant(data []byte, v any) error { return decode(data, v, false) }
 
 func decode(data []byte, v any, strict bool) error {
@@ -40,10 +48,21 @@ func decode(data []byte, v any, strict bool) error {
 		return &FieldError{Field: "body", Reason: "must be a JSON object"}
 	}
 	// json.Unmarshal decodes a good body without a Decoder's buffers (a
-	// tenth of what an inbound message allocates); a bad one is decoded
-	// again by the Decoder below, whose errors say more.
-	if !strict && json.Unmarshal(trimmed, v) == nil {
+	// tenth of what an inbound message allocates), and what it lets
+	// through is checked on the bytes after; a bad body is decoded again by
+	// the Decoder below, whose errors say more.
+	if json.Unmarshal(trimmed, v) == nil {
+		if strict {
+			if err := exactly(trimmed, v, true); err != nil {
+				return err
+			}
+		}
 		return noDuplicateFields(trimmed)
+	}
+	if strict {
+		if err := exactly(trimmed, v, false); err != nil {
+			return err
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	if strict {
@@ -58,41 +77,135 @@ func decode(data []byte, v any, strict bool) error {
 	return noDuplicateFields(trimmed)
 }
 
-// noDuplicateFields checks the top-level keys of obj, a JSON object the
-// decoder accepted. Keys are compared without case, as encoding/json
-// matches them. It walks the bytes instead of decoding them again: only
-// the keys of the outer object matter, and a body has few.
-func noDuplicateFields(obj []byte) error {
-	var keys []string
-	depth, expectKey := 0, false
-	for i := 0; i < len(obj); i++ {
-		switch obj[i] {
-		case '{', '[':
-			depth++
-			expectKey = depth == 1
-		case '}', ']':
-			depth--
-		case ',':
-			expectKey = depth == 1
-		case '"':
-			end := closingQuote(obj, i)
-			if expectKey {
-				var key string
-				if err := json.Unmarshal(obj[i:end+1], &key); err != nil {
-					return explain(err)
-				}
-				for _, k := range keys {
-					if strings.EqualFold(k, key) {
-						return &FieldError{Field: key, Reason: "is given more than once"}
-					}
-				}
-				keys = append(keys, key)
-				expectKey = false
+// exactly refuses what encoding/json lets through without a word: bytes
+// that are not UTF-8, and field names that differ from v's only in case
+// ("OrderID", "SKU"). A well-formed body of valid UTF-8, the usual one, has
+// only its names compared, on the bytes; any other is walked with a
+// Decoder to name the field at fault. A body that is not a well-formed
+// object passes unchecked: the Decoder after says what is wrong with it.
+func exactly(obj []byte, v any, wellFormed bool) error {
+	known := jsonFields(v)
+	if wellFormed && utf8.Valid(obj) {
+		for raw := range topLevelKeys(obj) {
+			if name, err := unquote(raw); err == nil && !slices.Contains(known, name) {
+				return &FieldError{Field: name, Reason: "is not a known field (names are matched exactly)"}
 			}
-			i = end
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := tok.(string)
+		if !utf8.Valid(obj[start:dec.InputOffset()]) {
+			return &FieldError{Field: "body", Reason: "has a field name that is not valid UTF-8"}
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil
+		}
+		if !slices.Contains(known, name) {
+			return &FieldError{Field: name, Reason: "is not a known field (names are matched exactly)"}
+		}
+		if !utf8.Valid(value) {
+			return &FieldError{Field: name, Reason: "is not valid UTF-8"}
 		}
 	}
 	return nil
+}
+
+// fieldNames caches jsonFields by type: a request's body type is one of a
+// few.
+var fieldNames sync.Map // reflect.Type -> []string
+
+// jsonFields returns the JSON names of the fields of the struct v points to.
+func jsonFields(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if names, ok := fieldNames.Load(t); ok {
+		return names.([]string)
+	}
+	var names []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		if name != "-" && f.IsExported() {
+			names = append(names, name)
+		}
+	}
+	fieldNames.Store(t, names)
+	return names
+}
+
+// noDuplicateFields checks the top-level keys of obj, a JSON object the
+// decoder accepted. Keys are compared without case, as encoding/json
+// matches them.
+func noDuplicateFields(obj []byte) error {
+	var keys []string
+	for raw := range topLevelKeys(obj) {
+		key, err := unquote(raw)
+		if err != nil {
+			return explain(err)
+		}
+		for _, k := range keys {
+			if strings.EqualFold(k, key) {
+				return &FieldError{Field: key, Reason: "is given more than once"}
+			}
+		}
+		keys = append(keys, key)
+	}
+	return nil
+}
+
+// topLevelKeys yields the keys of the outer object obj as they are
+// written, quotes included. It walks the bytes instead of decoding them:
+// only the keys of the outer object matter, and a body has few.
+func topLevelKeys(obj []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		depth, expectKey := 0, false
+		for i := 0; i < len(obj); i++ {
+			switch obj[i] {
+			case '{', '[':
+				depth++
+				expectKey = depth == 1
+			case '}', ']':
+				depth--
+			case ',':
+				expectKey = depth == 1
+			case '"':
+				end := closingQuote(obj, i)
+				if expectKey {
+					if !yield(obj[i : end+1]) {
+						return
+					}
+					expectKey = false
+				}
+				i = end
+			}
+		}
+	}
+}
+
+// unquote is the string a JSON string literal stands for; without escapes
+// (and in valid UTF-8), the bytes between its quotes.
+func unquote(raw []byte) (string, error) {
+	if len(raw) >= 2 && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
 }
 
 // closingQuote is the index of the quote that ends the string opening at
