@@ -252,6 +252,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			// One request at a time: no allocation waited for another.
 			`allocation_coalesced_allocations_total 0`,
 			`go_sql_max_open_connections{db_name="allocation"} 20`,
+			// The PostgreSQL mode's collector target (GOGC unset).
+			`go_gc_gogc_percent 400`,
 		} {
 			if !strings.Contains(string(body), want) {
 				return fmt.Errorf("/metrics lacks %s", want)
