@@ -58,11 +58,12 @@ var steps = sqlstore.StepTexts{TimeLayout: timeLayout, SQL: map[sqlstore.StepNam
 		ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = excluded.batchref`,
 	// ?1 the deliveries completed (event id, handler, aggregate): a
 	// delivery pending after the last one completed of its product and
-	// handler waits for it.
+	// handler, queued behind it (due when queued), waits for it; one in
+	// turn is its own process's to deliver.
 	sqlstore.StepWakeFollowers: `SELECT 1 FROM (SELECT value ->> 2 AS aggregate, value ->> 1 AS handler, max(value ->> 0) AS event_id
 		FROM jsonb_each(?1) GROUP BY 1, 2) last
 		JOIN event_deliveries x ON x.aggregate = last.aggregate AND x.handler = last.handler AND x.event_id > last.event_id AND x.status <> 'done'
-		WHERE x.status = 'pending' LIMIT 1`,
+		WHERE x.status = 'pending' AND x.next_attempt_at <= x.updated_at LIMIT 1`,
 	// ?1 (message id, aggregate, name, payload, occurred at, causation id,
 	// correlation id, orderid, batchref, traceparent, tracestate).
 	sqlstore.StepLogEvents: `INSERT INTO event_log (message_id, aggregate, name, payload, occurred_at, causation_id, correlation_id, orderid, batchref,
