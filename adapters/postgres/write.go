@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -74,29 +75,137 @@ func MarkDoneStatement(done []sqlstore.DeliveryKey, now time.Time) (query string
 	return buildWrite(sqlstore.PlanMarkDone(done, now))
 }
 
+// Composing a write's text took a twentieth of the service's CPU under
+// load, and its text depends only on the plan's shape (its steps, their
+// checks and columns), not on its rows: there are a few dozen shapes. So
+// each is composed once, remembered with where each of its arguments comes
+// from, and a plan of the same shape only fills in its arguments.
+
+// argKind says which of a plan's values an argument passes.
+type argKind int
+
+const (
+	planNow          argKind = iota // Plan.Now
+	planFirstAttempt                // Plan.FirstAttempt
+	stepRows                        // a column of a step's Rows
+	stepDone                        // a column of a step's Done
+)
+
+// argSource is where one argument of a statement comes from.
+type argSource struct {
+	kind         argKind
+	step, column int
+}
+
+func (a argSource) value(p sqlstore.Plan) any {
+	switch a.kind {
+	case planNow:
+		return p.Now
+	case planFirstAttempt:
+		return p.FirstAttempt
+	case stepRows:
+		return columnArg(p.Steps[a.step].Rows[a.column])
+	default:
+		return columnArg(p.Steps[a.step].Done[a.column])
+	}
+}
+
+// builtStatement is a statement composed for one shape of plan.
+type builtStatement struct {
+	query   string
+	sources []argSource
+}
+
+func (b builtStatement) argsOf(p sqlstore.Plan) []any {
+	args := make([]any, len(b.sources))
+	for i, src := range b.sources {
+		args[i] = src.value(p)
+	}
+	return args
+}
+
+// maxShapes bounds the statements remembered; the plans of this service
+// have a few dozen shapes, so it is never reached.
+const maxShapes = 1024
+
+// builtStatements are the statements composed so far, by shape.
+type builtStatements struct {
+	mu      sync.RWMutex
+	byShape map[string]builtStatement
+}
+
+var built = builtStatements{byShape: map[string]builtStatement{}}
+
+func (b *builtStatements) get(shape string) (builtStatement, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	st, ok := b.byShape[shape]
+	return st, ok
+}
+
+func (b *builtStatements) put(shape string, st builtStatement) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.byShape) < maxShapes {
+		b.byShape[shape] = st
+	}
+}
+
+// shapeOf is what a plan's text depends on: each step's name, check and
+// joined step, and the types of its columns (and whether it counts
+// deliveries as done).
+func shapeOf(p sqlstore.Plan) string {
+	var b strings.Builder
+	for _, st := range p.Steps {
+		b.WriteString(strconv.Itoa(int(st.Name)))
+		b.WriteByte('/')
+		b.WriteString(strconv.Itoa(int(st.Check.Kind)))
+		b.WriteString(st.Check.Message)
+		b.WriteString(refusalCode(st.Check))
+		b.WriteByte('/')
+		b.WriteString(strconv.Itoa(int(st.Joins)))
+		for _, c := range st.Rows {
+			b.WriteByte('r')
+			b.WriteString(strconv.Itoa(int(c.Type)))
+		}
+		if sqlstore.RowCount(st.Done) > 0 {
+			for _, c := range st.Done {
+				b.WriteByte('d')
+				b.WriteString(strconv.Itoa(int(c.Type)))
+			}
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
 // statement builds one SQL statement: its parts (WITH queries) and the
 // arguments they take, numbered in the order they are added.
 type statement struct {
-	parts  []string
-	checks []string // WHEN … THEN allocation_refuse(…) of the guard
-	args   []any
-	plan   sqlstore.Plan
-	now    string // the placeholder of the plan's Now, once a part uses it
-	ok     string // the condition of the writes after the checks, once set
-	has    map[sqlstore.StepName]bool
+	parts   []string
+	checks  []string // WHEN … THEN allocation_refuse(…) of the guard
+	args    []any
+	sources []argSource // where each argument comes from, for builtStatements
+	plan    sqlstore.Plan
+	step    int    // the index of the step being added
+	now     string // the placeholder of the plan's Now, once a part uses it
+	ok      string // the condition of the writes after the checks, once set
+	has     map[sqlstore.StepName]bool
+	query   string // the text, once composed
 }
 
 // time is the placeholder of the write's time.
 func (s *statement) time() string {
 	if s.now == "" {
-		s.now = s.arg(s.plan.Now, "timestamptz")
+		s.now = s.arg(argSource{kind: planNow}, "timestamptz")
 	}
 	return s.now
 }
 
-// arg adds an argument and returns its placeholder, cast to typ.
-func (s *statement) arg(v any, typ string) string {
-	s.args = append(s.args, v)
+// arg adds the argument src names and returns its placeholder, cast to typ.
+func (s *statement) arg(src argSource, typ string) string {
+	s.args = append(s.args, src.value(s.plan))
+	s.sources = append(s.sources, src)
 	return "$" + strconv.Itoa(len(s.args)) + "::" + typ
 }
 
@@ -108,23 +217,36 @@ func (s *statement) part(name, body string) {
 // as parts the guard counts (or, for a step that must find nothing, as a
 // condition of the guard), then the guard, then the writes it gates.
 func buildWrite(p sqlstore.Plan) (string, []any) {
+	shape := shapeOf(p)
+	if b, ok := built.get(shape); ok {
+		return b.query, b.argsOf(p)
+	}
+	s := compose(p)
+	built.put(shape, builtStatement{query: s.query, sources: s.sources})
+	return s.query, s.args
+}
+
+// compose builds the statement of p.
+func compose(p sqlstore.Plan) *statement {
 	s := &statement{plan: p, has: map[sqlstore.StepName]bool{}}
-	for _, st := range p.Steps {
+	for i, st := range p.Steps {
 		if st.Check.Kind == sqlstore.NoCheck {
 			s.guard()
 		} else if s.ok != "" {
 			panic(fmt.Sprintf("postgres: %s is checked after writes the guard gates", st.Name))
 		}
-		s.step(st)
+		s.step = i
+		s.addStep(st)
 		s.has[st.Name] = true
 	}
 	s.guard()
-	return s.result(), s.args
+	s.query = s.result()
+	return s
 }
 
-// step adds the part of st, and its check to the guard.
-func (s *statement) step(st sqlstore.Step) {
-	name, cols := partName[st.Name], s.columns(st.Rows)
+// addStep adds the part of st, and its check to the guard.
+func (s *statement) addStep(st sqlstore.Step) {
+	name, cols := partName[st.Name], s.columns(st.Rows, stepRows)
 	body := stepText[st.Name](s, st, cols)
 	switch st.Check.Kind {
 	case sqlstore.EveryRow:
@@ -140,14 +262,20 @@ func (s *statement) step(st sqlstore.Step) {
 // refusal is the call that aborts the statement when check fails, with
 // the code Classify maps back to the check's error.
 func refusal(check sqlstore.Check) string {
-	code := "40001" // serialization_failure: ErrConflict
+	return fmt.Sprintf("allocation_refuse('%s', '%s')", refusalCode(check), check.Message)
+}
+
+// refusalCode is the SQLSTATE a failed check raises.
+func refusalCode(check sqlstore.Check) string {
 	switch {
+	case check.Kind == sqlstore.NoCheck:
+		return ""
 	case errors.Is(check.Refusal, servicelayer.ErrDuplicateMessage):
-		code = "AL001"
+		return "AL001"
 	case errors.Is(check.Refusal, servicelayer.ErrNotDelivered):
-		code = "AL002"
+		return "AL002"
 	}
-	return fmt.Sprintf("allocation_refuse('%s', '%s')", code, check.Message)
+	return "40001" // serialization_failure: ErrConflict
 }
 
 // guard adds the part that runs the checks, once, before the first write;
@@ -163,30 +291,34 @@ func (s *statement) guard() {
 	}
 }
 
-// columns adds each column as an array argument and returns their
-// placeholders.
-func (s *statement) columns(cols []sqlstore.Column) []string {
+// columns adds each column of the current step's rows (or done rows) as
+// an array argument and returns their placeholders.
+func (s *statement) columns(cols []sqlstore.Column, kind argKind) []string {
 	out := make([]string, len(cols))
 	for i, c := range cols {
-		switch c.Type {
-		case sqlstore.IntColumn:
-			out[i] = s.arg(pq.Array(c.Values), "int[]")
-		case sqlstore.IDColumn:
-			out[i] = s.arg(pq.Array(c.Values), "bigint[]")
-		case sqlstore.DateColumn:
-			out[i] = s.arg(pq.Array(c.Values), "date[]")
-		case sqlstore.TimeColumn:
-			times := c.Values.([]time.Time)
-			text := make([]string, len(times))
-			for j, t := range times {
-				text[j] = t.UTC().Format(time.RFC3339Nano)
-			}
-			out[i] = s.arg(pq.Array(text), "text[]")
-		default:
-			out[i] = s.arg(pq.Array(c.Values), "text[]")
-		}
+		out[i] = s.arg(argSource{kind: kind, step: s.step, column: i}, arrayType[c.Type])
 	}
 	return out
+}
+
+// arrayType is the SQL type of each kind of column, passed as an array;
+// times go as text, in RFC 3339 (see columnArg).
+var arrayType = map[sqlstore.ColumnType]string{
+	sqlstore.TextColumn: "text[]", sqlstore.NullTextColumn: "text[]", sqlstore.IntColumn: "int[]",
+	sqlstore.IDColumn: "bigint[]", sqlstore.DateColumn: "date[]", sqlstore.TimeColumn: "text[]",
+}
+
+// columnArg is the argument that passes c.
+func columnArg(c sqlstore.Column) any {
+	if c.Type == sqlstore.TimeColumn {
+		times := c.Values.([]time.Time)
+		text := make([]string, len(times))
+		for j, t := range times {
+			text[j] = t.UTC().Format(time.RFC3339Nano)
+		}
+		return pq.Array(text)
+	}
+	return pq.Array(c.Values)
 }
 
 // result finishes the statement with what comes back: the deliveries
@@ -335,7 +467,7 @@ func queuedDeliveries(s *statement, st sqlstore.Step, c []string) string {
 	made := ""
 	if sqlstore.RowCount(st.Done) > 0 {
 		made = fmt.Sprintf(`
-		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s))`, strings.Join(s.columns(st.Done), ", "))
+		AND (x.event_id, x.handler) NOT IN (SELECT * FROM unnest(%s))`, strings.Join(s.columns(st.Done, stepDone), ", "))
 	}
 	s.part("queue", fmt.Sprintf(`SELECT l.id AS event_id, l.message_id, d.handler, l.aggregate,
 	-- The first open delivery of the product, by the index: written as
@@ -347,5 +479,5 @@ func queuedDeliveries(s *statement, st sqlstore.Step, c []string) string {
 		made, strings.Join(c, ", "), partName[st.Joins]))
 	return fmt.Sprintf(`INSERT INTO event_deliveries (event_id, handler, aggregate, next_attempt_at, updated_at)
 	SELECT event_id, handler, aggregate, CASE WHEN in_turn THEN %s ELSE %s END, %s FROM queue RETURNING 1`,
-		s.arg(s.plan.FirstAttempt, "timestamptz"), s.time(), s.time())
+		s.arg(argSource{kind: planFirstAttempt}, "timestamptz"), s.time(), s.time())
 }
