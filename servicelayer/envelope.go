@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"allocation/domain"
 )
@@ -93,4 +95,36 @@ func (h CauseHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h CauseHandler) WithGroup(name string) slog.Handler {
 	return CauseHandler{h.Handler.WithGroup(name)}
+}
+
+// traceContext is the W3C Trace Context format: the one the service reads
+// from inbound messages, keeps with every event and sends with it.
+var traceContext = propagation.TraceContext{}
+
+// TraceContext returns the W3C traceparent and tracestate of the span ctx
+// carries, or "" when it carries none. A non-recording span (tracing off)
+// still has the context it was started under, so that a trace that came in
+// goes out again.
+func TraceContext(ctx context.Context) (parent, state string) {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return "", ""
+	}
+	carrier := propagation.MapCarrier{}
+	traceContext.Inject(ctx, carrier)
+	return carrier.Get("traceparent"), carrier.Get("tracestate")
+}
+
+// WithTraceContext returns ctx carrying the remote span of a W3C traceparent
+// and tracestate, the parent of the spans started under it. A parent that is
+// empty or malformed leaves ctx as it is.
+func WithTraceContext(ctx context.Context, parent, state string) context.Context {
+	if parent == "" {
+		return ctx
+	}
+	carrier := propagation.MapCarrier{"traceparent": parent}
+	if state != "" {
+		carrier["tracestate"] = state
+	}
+	return traceContext.Extract(ctx, carrier)
 }
