@@ -40,7 +40,7 @@ services: ## make sure PostgreSQL and Redis are running
 
 # The unit tests: tests/unit, and the packages that keep their own (the
 # domain, the store's machinery under adapters/sqlstore/internal).
-UNIT_PKGS = ./tests/unit/... ./domain/... ./adapters/...
+UNIT_PKGS = ./tests/unit/... ./domain/... ./adapters/... ./entrypoints/...
 
 test: services lint ## everything: static checks, unit, integration and e2e, with the race detector
 	$(GO) test $(TESTFLAGS) $(UNIT_PKGS)
