@@ -291,16 +291,6 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *bootstrap.Parts, *bool) {
 	return fs, &parts, skipMigrate
 }
 
-// gcPercent is the collector's target in the PostgreSQL mode, unless GOGC
-// says otherwise. The live heap there is a few MB (3.9 MB at 32 clients over
-// 100 SKUs), so at Go's default of 100 the collector had run 513 times by
-// the middle of the flash-sale bench, against 91 at 400; at 400 the
-// service's CPU per allocation went from 184 to 160 µs, for 14 MB more
-// resident memory (38 to 52 MB). go run ./cmd/loadgen -flashsale-only, with
-// GOGC=100 and GOGC=400 back to back, 2026-12-02. The embedded mode keeps
-// Go's default: the streams of its in-process Redis are most of its heap.
-const gcPercent = 400
-
 func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []string, stderr io.Writer, getenv func(string) string) error {
 	fs, p, skipMigrate := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
@@ -308,8 +298,11 @@ func serve(ctx context.Context, cfg bootstrap.Config, log *slog.Logger, args []s
 	}
 	parts := *p
 	log.Info("allocation starting", cfg.StartupAttrs()...)
+	// The collector's pace follows the live heap (bootstrap.TuneCollector).
+	// The embedded mode keeps Go's default: its heap is mostly the
+	// in-process Redis's streams, hundreds of MB.
 	if !cfg.EmbeddedDatabase() && getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
+		go bootstrap.TuneCollector(ctx, getenv("GOMEMLIMIT") == "")
 	}
 	tp, err := startTracing(ctx, getenv, log)
 	if err != nil {
