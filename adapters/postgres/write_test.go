@@ -39,8 +39,8 @@ func allocation(n int, unmarked bool, at time.Time) *sqlstore.Changes {
 func TestABuiltStatementIsTheOneComposedForThePlan(t *testing.T) {
 	at := time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC)
 	plans := map[string][2]sqlstore.Plan{
-		"one allocation": {sqlstore.PlanWrite(allocation(1, false, at)), sqlstore.PlanWrite(allocation(1, false, at.Add(time.Minute)))},
-		"a group of allocations": {sqlstore.PlanWrite(allocation(3, false, at)), sqlstore.PlanWrite(allocation(5, false, at.Add(time.Hour)))},
+		"one allocation":                 {sqlstore.PlanWrite(allocation(1, false, at)), sqlstore.PlanWrite(allocation(1, false, at.Add(time.Minute)))},
+		"a group of allocations":         {sqlstore.PlanWrite(allocation(3, false, at)), sqlstore.PlanWrite(allocation(5, false, at.Add(time.Hour)))},
 		"with a delivery not marked yet": {sqlstore.PlanWrite(allocation(2, true, at)), sqlstore.PlanWrite(allocation(4, true, at.Add(time.Second)))},
 		"marking done": {
 			sqlstore.PlanMarkDone([]sqlstore.DeliveryKey{{EventID: 1, Handler: "publish"}}, at),
