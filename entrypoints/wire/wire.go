@@ -7,6 +7,7 @@ package wire
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -49,18 +50,21 @@ func decode(data []byte, v any, strict bool) error {
 	}
 	// json.Unmarshal decodes a good body without a Decoder's buffers (a
 	// tenth of what an inbound message allocates), and what it lets
-	// through is checked on the bytes after; a bad body is decoded again by
-	// the Decoder below, whose errors say more.
+	// through is checked on the bytes after, in one walk of the keys; a
+	// bad body is decoded again by the Decoder below, whose errors say more.
 	if json.Unmarshal(trimmed, v) == nil {
-		if strict {
-			if err := exactly(trimmed, v, true); err != nil {
+		if !strict {
+			return checkKeys(trimmed, nil)
+		}
+		if !utf8.Valid(trimmed) {
+			if err := exactly(trimmed, v); err != nil {
 				return err
 			}
 		}
-		return noDuplicateFields(trimmed)
+		return checkKeys(trimmed, jsonFields(v))
 	}
 	if strict {
-		if err := exactly(trimmed, v, false); err != nil {
+		if err := exactly(trimmed, v); err != nil {
 			return err
 		}
 	}
@@ -74,25 +78,17 @@ func decode(data []byte, v any, strict bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &FieldError{Field: "body", Reason: "has data after the JSON object"}
 	}
-	return noDuplicateFields(trimmed)
+	return checkKeys(trimmed, nil)
 }
 
 // exactly refuses what encoding/json lets through without a word: bytes
 // that are not UTF-8, and field names that differ from v's only in case
-// ("OrderID", "SKU"). A well-formed body of valid UTF-8, the usual one, has
-// only its names compared, on the bytes; any other is walked with a
-// Decoder to name the field at fault. A body that is not a well-formed
-// object passes unchecked: the Decoder after says what is wrong with it.
-func exactly(obj []byte, v any, wellFormed bool) error {
+// ("OrderID", "SKU"). It walks the body with a Decoder to name the field
+// at fault; a well-formed body of valid UTF-8, the usual one, has its names
+// checked by checkKeys instead. A body that is not a well-formed object
+// passes unchecked: the Decoder after says what is wrong with it.
+func exactly(obj []byte, v any) error {
 	known := jsonFields(v)
-	if wellFormed && utf8.Valid(obj) {
-		for raw := range topLevelKeys(obj) {
-			if name, err := unquote(raw); err == nil && !slices.Contains(known, name) {
-				return &FieldError{Field: name, Reason: "is not a known field (names are matched exactly)"}
-			}
-		}
-		return nil
-	}
 	dec := json.NewDecoder(bytes.NewReader(obj))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil
@@ -148,24 +144,31 @@ func jsonFields(v any) []string {
 	return names
 }
 
-// noDuplicateFields checks the top-level keys of obj, a JSON object the
-// decoder accepted. Keys are compared without case, as encoding/json
-// matches them.
-func noDuplicateFields(obj []byte) error {
+// checkKeys checks the top-level keys of obj, a JSON object the decoder
+// accepted, in one walk: each is one of known, matched exactly, unless
+// known is nil (a tolerant reader); and none is given twice, compared
+// without case, as encoding/json matches them. An unknown name is reported
+// before a repeated one.
+func checkKeys(obj []byte, known []string) error {
 	var keys []string
+	var repeated error // the first key given twice, or that cannot be read
 	for raw := range topLevelKeys(obj) {
 		key, err := unquote(raw)
 		if err != nil {
-			return explain(err)
+			repeated = cmp.Or(repeated, explain(err))
+			continue
+		}
+		if known != nil && !slices.Contains(known, key) {
+			return &FieldError{Field: key, Reason: "is not a known field (names are matched exactly)"}
 		}
 		for _, k := range keys {
-			if strings.EqualFold(k, key) {
-				return &FieldError{Field: key, Reason: "is given more than once"}
+			if repeated == nil && strings.EqualFold(k, key) {
+				repeated = &FieldError{Field: key, Reason: "is given more than once"}
 			}
 		}
 		keys = append(keys, key)
 	}
-	return nil
+	return repeated
 }
 
 // topLevelKeys yields the keys of the outer object obj as they are

@@ -206,6 +206,8 @@ func TestHTTPRefusesMalformedBodiesWithAMessageNamingTheField(t *testing.T) {
 		{"trailing garbage", "/allocate", "application/json", allocate(``) + ` x`, 400, "body"},
 		{"unknown field", "/allocate", "application/json", allocate(`, "rush": true`), 400, "rush"},
 		{"field twice", "/allocate", "application/json", allocate(`, "qty": 9`), 400, "qty"},
+		{"field twice and an unknown one", "/allocate", "application/json", allocate(`, "qty": 9, "rush": true`), 400, "rush is not a known field"},
+		{"field twice, escaped", "/allocate", "application/json", allocate(`, "q\u0074y": 9`), 400, "qty is given more than once"},
 		{"qty as string", "/allocate", "application/json", line(`"o"`, `"3"`), 400, "qty"},
 		{"qty fractional", "/allocate", "application/json", line(`"o"`, `1.5`), 400, "qty"},
 		{"qty zero", "/allocate", "application/json", line(`"o"`, `0`), 400, "qty"},
