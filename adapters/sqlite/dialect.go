@@ -60,14 +60,25 @@ func (d *Dialect) HeadsQuery() string {
 
 // MarkDone implements sqlstore.Dialect: the plan's steps, as a write's.
 func (d *Dialect) MarkDone(ctx context.Context, done []sqlstore.DeliveryKey, now time.Time) error {
-	_, wake, err := sqlstore.RunPlan(ctx, d.db, d.stmts, steps, sqlstore.PlanMarkDone(done, now))
+	wake, err := RunMarkDone(ctx, d.db, d.stmts, done, now)
 	if err != nil {
-		return Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
+		return err
 	}
 	if wake {
 		d.signal()
 	}
 	return nil
+}
+
+// RunMarkDone marks done deliveries on db, keeping its statements in stmts,
+// and says whether a delivery waiting for one of them must wake the
+// dispatchers.
+func RunMarkDone(ctx context.Context, db *sqlx.DB, stmts *sqlstore.Statements, done []sqlstore.DeliveryKey, now time.Time) (wake bool, err error) {
+	_, wake, err = sqlstore.RunPlan(ctx, db, stmts, steps, sqlstore.PlanMarkDone(done, now))
+	if err != nil {
+		return false, Classify(fmt.Errorf("mark %d deliveries done: %w", len(done), err))
+	}
+	return wake, nil
 }
 
 // Notify implements sqlstore.Dialect: the dispatchers to wake are this
